@@ -147,3 +147,31 @@ def test_targets_are_downsampled_to_the_prediction_size():
     assert float(losses["loss_total"]) < 1e-3
     half = [{**t, "masks": t["masks"][:, ::2, ::2]} for t in targets]
     assert float(_criterion()(outputs, half)["loss_mask"]) > 0.1
+
+
+def test_audio_tagging_loss_scores_each_valid_frames_class_set():
+    targets = _targets()
+    outputs = _perfect(targets)
+    # Frame 0 sounds classes 2 and 3 (columns 1, 2), frame 1 class 1 (column 0), frame 2 nothing.
+    right = torch.tensor([[-9.0, 9.0, 9.0], [9.0, -9.0, -9.0], [-9.0, -9.0, -9.0]])
+    criterion = _criterion(audio_tagging=3.0)
+    base = _criterion()(outputs, targets)
+    good = criterion({**outputs, "audio_tag_logits": right}, targets)
+    bad = criterion({**outputs, "audio_tag_logits": -right}, targets)
+    expected = torch.nn.functional.softplus(torch.tensor(-9.0)).item()  # BCE of a right logit of 9
+    assert float(good["loss_audio_tag"]) == pytest.approx(expected, rel=1e-2)
+    assert float(bad["loss_audio_tag"]) == pytest.approx(9.0 + expected, rel=1e-4)
+    assert float(good["loss_total"] - base["loss_total"]) == pytest.approx(3.0 * expected, rel=1e-2)
+    # Invalid frames are left out: flipping frame 2's tags changes nothing when it is not valid.
+    flipped = right.clone()
+    flipped[2] = 9.0
+    valid = torch.tensor([True, True, False])
+    assert float(criterion({**outputs, "audio_tag_logits": flipped}, targets, valid=valid)["loss_audio_tag"]) == \
+        pytest.approx(float(criterion({**outputs, "audio_tag_logits": right}, targets, valid=valid)["loss_audio_tag"]))
+    assert "loss_audio_tag" not in base
+
+
+def test_audio_tagging_without_the_head_is_an_error():
+    targets = _targets()
+    with pytest.raises(ValueError, match="audio-tagging head"):
+        _criterion(audio_tagging=1.0)(_perfect(targets), targets)

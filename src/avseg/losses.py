@@ -71,6 +71,9 @@ class SetCriterion(nn.Module):
         focal_alpha, focal_gamma: sigmoid focal loss parameters of the classification term.
         lambda_vq: weight of L_vq in the total.
         beta: weight of the commitment terms inside L_vq.
+        audio_tagging: weight of the optional audio-tagging term (not in the paper; 0 = off):
+            BCE between the model's "audio_tag_logits" `[F, num_classes]` and each frame's
+            multi-hot set of target classes, averaged over the valid frames and classes.
     """
 
     def __init__(
@@ -82,6 +85,7 @@ class SetCriterion(nn.Module):
         focal_gamma: float = 2.0,
         lambda_vq: float = 1.0,
         beta: float = 0.25,
+        audio_tagging: float = 0.0,
     ) -> None:
         super().__init__()
         unknown = set(weights or {}) - set(SEG_LOSSES)
@@ -94,6 +98,7 @@ class SetCriterion(nn.Module):
         self.focal_gamma = focal_gamma
         self.lambda_vq = lambda_vq
         self.beta = beta
+        self.audio_tagging = audio_tagging
 
     def forward(
         self,
@@ -135,8 +140,26 @@ class SetCriterion(nn.Module):
                 losses[key + suffix] = value
                 total = total + self.weights[key] * value
         losses["loss_vq"] = self._vq_loss(outputs.get("vq"), zero)
-        losses["loss_total"] = total + self.lambda_vq * losses["loss_vq"]
+        total = total + self.lambda_vq * losses["loss_vq"]
+        if self.audio_tagging > 0:
+            if "audio_tag_logits" not in outputs:
+                raise ValueError("audio_tagging > 0 needs the model's audio-tagging head (build it from the same config)")
+            losses["loss_audio_tag"] = self._audio_tag_loss(outputs["audio_tag_logits"], targets, valid, zero)
+            total = total + self.audio_tagging * losses["loss_audio_tag"]
+        losses["loss_total"] = total
         return losses
+
+    def _audio_tag_loss(self, logits: Tensor, targets: list[dict[str, Tensor]], valid: Tensor | None,
+                        zero: Tensor) -> Tensor:
+        """BCE of per-frame class tags `[F, C]` against the valid frames' multi-hot target classes."""
+        if valid is not None:
+            logits = logits[valid.flatten().to(torch.bool).to(logits.device)]
+        if logits.shape[0] == 0:
+            return zero
+        tags = torch.zeros(logits.shape, dtype=torch.float32, device=logits.device)
+        for frame, target in enumerate(targets):
+            tags[frame, label_columns(target["labels"], self.num_classes).to(logits.device)] = 1.0
+        return F.binary_cross_entropy_with_logits(logits.float(), tags)
 
     def _vq_loss(self, vq: dict | None, zero: Tensor) -> Tensor:
         """codebook + beta * (commitment + local commitment); missing terms count as 0."""

@@ -100,6 +100,7 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
         if switches.decomposition == "quantized" else None,
         recombination=SemanticRecombination(m.d_model, m.num_tokens, 3) if switches.recombination else None,
         freeze_audio_encoder=config.audio.freeze,
+        audio_tagging_classes=m.num_classes if config.loss.audio_tagging > 0 else 0,
     )
 
 
@@ -117,7 +118,8 @@ def build_criterion(config: Config) -> nn.Module:
     weights = {"loss_ce": loss.cls, "loss_mask": loss.mask, "loss_dice": loss.dice, "loss_bbox": loss.bbox,
                "loss_giou": loss.giou}
     return SetCriterion(model.num_classes, matcher, weights, focal_alpha=loss.focal_alpha,
-                        focal_gamma=loss.focal_gamma, lambda_vq=loss.lambda_vq, beta=loss.beta)
+                        focal_gamma=loss.focal_gamma, lambda_vq=loss.lambda_vq, beta=loss.beta,
+                        audio_tagging=loss.audio_tagging)
 
 
 def build_model(config: Config) -> nn.Module:

@@ -59,6 +59,7 @@ class QSD(nn.Module):
         num_tokens: int, switches: QSDSwitches, global_asd: AudioSemanticDecoder | None = None,
         local_asd: AudioSemanticDecoder | None = None, quantizer: SharedCodebookQuantizer | None = None,
         recombination: SemanticRecombination | None = None, freeze_audio_encoder: bool = True,
+        audio_tagging_classes: int = 0,
     ):
         super().__init__()
         d_model = encoder.d_model
@@ -78,6 +79,10 @@ class QSD(nn.Module):
         # positions): quantized tokens may share a codeword, and identical queries would give
         # identical predictions that the one-to-one matching cannot tell apart.
         self.query_pos = nn.Embedding(num_tokens, d_model)
+        # Optional, not in the paper (loss.audio_tagging > 0): a linear audio-tagging head on F_a,
+        # trained to name each second's sounding classes. A stand-in for VGGish's AudioSet
+        # pretraining when the audio encoder learns from scratch (docs/model.md, "Audio tagging").
+        self.audio_tag_head = nn.Linear(d_model, audio_tagging_classes) if audio_tagging_classes > 0 else None
         self._check_parts()
 
     def _check_parts(self) -> None:
@@ -110,7 +115,8 @@ class QSD(nn.Module):
 
         Returns the mask decoder's dict for the B*T frames (pred_logits `[B*T, K, classes]`,
         pred_boxes `[B*T, K, 4]`, pred_masks `[B*T, K, H/4, W/4]`, aux_outputs) plus "vq": the
-        quantizer's losses and statistics (empty when nothing is quantized).
+        quantizer's losses and statistics (empty when nothing is quantized), and with the
+        audio-tagging head "audio_tag_logits" `[B*T, classes]`.
         """
         batch, num_frames = frames.shape[:2]
         if frame_present is None:
@@ -123,6 +129,8 @@ class QSD(nn.Module):
         query_pos = self.query_pos.weight.unsqueeze(0).expand(queries.shape[0], -1, -1)
         outputs = self.mask_decoder(queries, maps, positions, self.fpn(stride4, maps), query_pos=query_pos)
         outputs["vq"] = vq
+        if self.audio_tag_head is not None:
+            outputs["audio_tag_logits"] = self.audio_tag_head(audio).flatten(0, 1)  # [B*T, classes]
         return outputs
 
     def fuse(self, audio: Tensor, coarse: Tensor, coarse_pos: Tensor, frame_present: Tensor) -> Tensor:
