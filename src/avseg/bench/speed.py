@@ -8,16 +8,13 @@ process (which includes the Python interpreter and the imported libraries, about
 
 from __future__ import annotations
 
-import json
-import resource
 import statistics
-import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass
 
 import torch
 
+from avseg.bench.common import peak_memory_mb, run_worker, worker_main
 from avseg.config import Config, load_config
 from avseg.errors import UserError
 
@@ -50,12 +47,6 @@ def row_config(row: str, backbone: str, image_size: int, overrides: list[str]) -
     fixed = [f"model.backbone={backbone}", "model.backbone_weights=", "audio.vggish_weights=",
              f"data.image_size={image_size}"]
     return load_config(path, fixed + list(overrides))
-
-
-def _peak_memory_mb(device: torch.device) -> float:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20
-    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
 
 
 def _build(row: str, config: Config, device: torch.device):
@@ -112,18 +103,13 @@ def measure_row(row: str, backbone: str, *, device: str = "cpu", frames: int = 5
     median = statistics.median(times)
     params = sum(p.numel() for p in model.parameters()) / 1e6
     return SpeedRow(row, backbone, device, frames, image_size, round(median, 2), round(1000 / median, 3),
-                    round(_peak_memory_mb(torch_device), 1), round(params, 2), round(gflops, 2))
+                    round(peak_memory_mb(torch_device), 1), round(params, 2), round(gflops, 2))
 
 
 def measure_isolated(row: str, backbone: str, **kwargs) -> SpeedRow:
     """`measure_row` in a fresh Python process (its own peak memory)."""
-    request = json.dumps({"row": row, "backbone": backbone, **kwargs})
-    result = subprocess.run([sys.executable, "-m", "avseg.bench.speed", request],
-                            capture_output=True, text=True)
-    if result.returncode != 0:
-        tail = (result.stderr.strip().splitlines() or ["no output"])[-1]
-        raise UserError(f"bench row {row} / {backbone} failed: {tail}")
-    return SpeedRow(**json.loads(result.stdout.strip().splitlines()[-1]))
+    request = {"row": row, "backbone": backbone, **kwargs}
+    return SpeedRow(**run_worker("avseg.bench.speed", request, f"bench row {row} / {backbone}"))
 
 
 def run_speed(backbones: list[str], rows: list[str], *, isolate: bool = True, progress=None, **kwargs) -> list[SpeedRow]:
@@ -154,5 +140,4 @@ def speed_json(rows: list[SpeedRow]) -> dict:
 
 
 if __name__ == "__main__":  # worker of measure_isolated
-    request = json.loads(sys.argv[1])
-    print(json.dumps(asdict(measure_row(request.pop("row"), request.pop("backbone"), **request))))
+    worker_main(lambda request: measure_row(request.pop("row"), request.pop("backbone"), **request))
