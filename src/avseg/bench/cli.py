@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import argparse
-import json
+import importlib
 from pathlib import Path
 
 from avseg.errors import UserError
@@ -13,8 +13,24 @@ def _list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
+class _IntermixedParser(argparse.ArgumentParser):
+    """A suite's parser: positional arguments may stand before and after the options
+    (`avseg bench train CONFIG --steps 3 data.image_size=112`), which plain argparse refuses."""
+
+    _parsing = False
+
+    def parse_known_args(self, args=None, namespace=None):
+        if self._parsing:  # parse_known_intermixed_args calls back in here (Python < 3.13)
+            return super().parse_known_args(args, namespace)
+        self._parsing = True
+        try:
+            return self.parse_known_intermixed_args(args, namespace)
+        finally:
+            self._parsing = False
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    suites = parser.add_subparsers(dest="suite", metavar="SUITE", required=True)
+    suites = parser.add_subparsers(dest="suite", metavar="SUITE", required=True, parser_class=_IntermixedParser)
     speed = suites.add_parser("speed", help="inference speed and memory: backbone, QSD, Table-2 rows, TPAVI",
                               description="Inference speed and memory, side by side, one subprocess per row.")
     speed.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -29,11 +45,46 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--json", type=Path, help="also write the rows as JSON here")
     speed.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory then accumulates)")
     speed.add_argument("overrides", nargs="*", help="config overrides for every row, e.g. model.d_model=128")
+    _add_train(suites)
+
+
+def _add_train(suites) -> None:
+    from avseg.bench.train import AMP_MODES, DEFAULT_CONFIGS
+
+    train = suites.add_parser(
+        "train", help="time per training step; projected epoch and schedule on S4, MS3, AVSS",
+        description="Time per training optimizer step (forward, losses, backward, AdamW) on synthetic batches "
+                    "of each config's shape, one subprocess per config; projected time of an epoch and of the "
+                    "config's schedule at the real train-split sizes. Weight files are replaced by random init.")
+    train.add_argument("items", nargs="*", metavar="CONFIG|KEY=VALUE",
+                       help=f"configs (default {' '.join(DEFAULT_CONFIGS)}), then config overrides for every row")
+    _add_step_options(train, steps=10, warmup=2, image_size=None)
+    train.add_argument("--batch-size", type=int, help="clips per step (default: the config's data.batch_size)")
+    train.add_argument("--amp", default="none", choices=AMP_MODES, help="autocast dtype (CUDA only)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    _add_common(train)
+
+
+def _add_step_options(parser: argparse.ArgumentParser, *, steps: int, warmup: int, image_size: int | None) -> None:
+    """The options of a measured training step (train, and data's comparison)."""
+    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the training steps")
+    parser.add_argument("--steps", type=int, default=steps, help=f"timed training steps (median; default {steps})")
+    parser.add_argument("--warmup", type=int, default=warmup,
+                        help=f"untimed training steps first (default {warmup}; torch.compile compiles in them)")
+    parser.add_argument("--image-size", type=int, default=image_size,
+                        help=f"frame size in px (default {image_size or 'the config data.image_size'})")
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--json", type=Path, help="also write the rows as JSON here")
+    parser.add_argument("--no-isolate", action="store_true",
+                        help="measure training in this process (peak memory then accumulates)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     if args.suite == "speed":
-        from avseg.bench.speed import format_speed_table, run_speed, speed_json
+        from avseg.bench.common import write_rows
+        from avseg.bench.speed import format_speed_table, run_speed
 
         if args.repeats < 1 or args.frames < 1:
             raise UserError("--repeats and --frames must be >= 1")
@@ -42,9 +93,9 @@ def run_cli(args: argparse.Namespace) -> int:
                          warmup=args.warmup, overrides=list(args.overrides),
                          progress=lambda r: print(f"  {r.model} / {r.backbone}: {r.ms_per_clip:.1f} ms", flush=True))
         print(format_speed_table(rows))
-        if args.json:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(speed_json(rows), indent=2))
-            print(f"wrote {args.json}")
+        write_rows(args.json, rows)
         return 0
+    if args.suite in ("train",):
+        module = importlib.import_module(f"avseg.bench.{args.suite}")
+        return module.run_cli(args)
     raise UserError(f"unknown bench suite {args.suite}")
