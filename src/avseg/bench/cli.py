@@ -46,6 +46,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("--no-isolate", action="store_true", help="measure in this process (peak memory then accumulates)")
     speed.add_argument("overrides", nargs="*", help="config overrides for every row, e.g. model.d_model=128")
     _add_train(suites)
+    _add_data(suites)
 
 
 def _add_train(suites) -> None:
@@ -63,6 +64,24 @@ def _add_train(suites) -> None:
     train.add_argument("--amp", default="none", choices=AMP_MODES, help="autocast dtype (CUDA only)")
     train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
     _add_common(train)
+
+
+def _add_data(suites) -> None:
+    data = suites.add_parser(
+        "data", help="DataLoader throughput per worker count against the training step rate",
+        description="Writes a small synthetic set (avseg synth) in a temporary folder, measures the clips/s "
+                    "of the project's training DataLoader for each worker count, and divides it by the clips/s "
+                    "of a training step of --config at the same image size (target: 2 workers >= 3x).")
+    data.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts (default 0,1,2)")
+    data.add_argument("--clips", type=int, help="synthetic clips (default: as many as the timed batches need)")
+    data.add_argument("--layout", choices=("s4", "ms3", "avss"),
+                      help="synthetic layout (default: the data set of --config)")
+    data.add_argument("--batches", type=int, default=20, help="timed batches per worker count (default 20)")
+    data.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (loader and training)")
+    data.add_argument("--config", help="the training config: its loader settings and its step rate (default "
+                                       "configs/qsd_r50_LAYOUT.yaml, LAYOUT avss unless given; random init)")
+    _add_step_options(data, steps=3, warmup=1, image_size=224)
+    _add_common(data)
 
 
 def _add_step_options(parser: argparse.ArgumentParser, *, steps: int, warmup: int, image_size: int | None) -> None:
@@ -95,7 +114,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(format_speed_table(rows))
         write_rows(args.json, rows)
         return 0
-    if args.suite in ("train",):
+    if args.suite in ("train", "data"):
         module = importlib.import_module(f"avseg.bench.{args.suite}")
         return module.run_cli(args)
     raise UserError(f"unknown bench suite {args.suite}")
