@@ -47,6 +47,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     speed.add_argument("overrides", nargs="*", help="config overrides for every row, e.g. model.d_model=128")
     _add_train(suites)
     _add_data(suites)
+    _add_predict(suites)
 
 
 def _add_train(suites) -> None:
@@ -84,6 +85,26 @@ def _add_data(suites) -> None:
     _add_common(data)
 
 
+def _add_predict(suites) -> None:
+    predict = suites.add_parser(
+        "predict", help="avseg predict on videos of given lengths: real-time factor and peak memory",
+        description="Writes synthetic test videos (with sound) of the given lengths, runs the predict path "
+                    "(avseg.Predictor.predict_video, masks, overlay and json written) on each in its own "
+                    "subprocess and reports wall time, real-time factor, frames and peak resident memory.")
+    predict.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (with --config)")
+    predict.add_argument("--seconds", default="10,60", help="comma-separated video lengths (default 10,60)")
+    predict.add_argument("--modes", default="1fps,dense",
+                         help="comma-separated: 1fps (the default of avseg predict), Nfps, dense (every frame)")
+    predict.add_argument("--config", help="config of an untrained model (with --random-init; default "
+                                          "configs/qsd_r50_avss.yaml)")
+    predict.add_argument("--random-init", action="store_true", help="with --config: random weights")
+    predict.add_argument("--checkpoint", help="a trained avseg checkpoint instead")
+    predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    predict.add_argument("--video-size", default="320x240", help="test video WIDTHxHEIGHT (default 320x240)")
+    predict.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
+    predict.add_argument("--json", type=Path, help="also write the rows as JSON here")
+
+
 def _add_step_options(parser: argparse.ArgumentParser, *, steps: int, warmup: int, image_size: int | None) -> None:
     """The options of a measured training step (train, and data's comparison)."""
     parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the training steps")
@@ -114,7 +135,7 @@ def run_cli(args: argparse.Namespace) -> int:
         print(format_speed_table(rows))
         write_rows(args.json, rows)
         return 0
-    if args.suite in ("train", "data"):
+    if args.suite in ("train", "data", "predict"):
         module = importlib.import_module(f"avseg.bench.{args.suite}")
         return module.run_cli(args)
     raise UserError(f"unknown bench suite {args.suite}")
