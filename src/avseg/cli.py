@@ -19,11 +19,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "check-data": ("avseg.data.check", "check every clip of a data set folder and report damaged files"),
     "build-vpo": ("avseg.data.vpo_build", "build the VPO csvs from a local COCO and VGGSound"),
     "model-info": ("avseg.models.info", "build a model from a config and report parameters, FLOPs, shapes, time"),
+    "pretrain-audio": ("avseg.engine.audio_pretrain", "pretrain the small audio encoder on audio tagging (CPU configs)"),
     "train": ("avseg.engine.train", "train a model (one process, or DDP under torchrun); resumable exactly"),
     "eval": ("avseg.engine.evaluate", "evaluate a checkpoint on a split: metrics.json, per_class.csv, masks"),
     "predict": ("avseg.predict_cli", "segment the sounding objects of videos of any length (masks, overlay, json)"),
     "report": ("avseg.report.cli", "build the HTML report of a training run (metrics vs baselines, figures)"),
-    "bench": ("avseg.bench.cli", "benchmarks: model speed and memory side by side"),
+    "bench": ("avseg.bench.cli", "benchmarks: model speed side by side, training throughput, data loading, prediction speed and memory"),
     "app": ("avseg.app.cli", "a local web page: upload a video, see and download its segmentation"),
 }
 

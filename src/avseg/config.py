@@ -52,11 +52,14 @@ class AudioConfig:
         log-mel, for CPU-sized runs on the synthetic benchmark only).
     vggish_weights: local path of `vggish-10086976.pth`; empty = random initialisation (a warning
         is printed; fine for the synthetic benchmark, meaningless on real data).
+    tiny_weights: weights of the "tiny" encoder written by `avseg pretrain-audio` (audio tagging
+        on the train split, a stand-in for VGGish's AudioSet pretraining); empty = random init.
     freeze: keep the audio encoder's weights fixed (the paper freezes pretrained VGGish).
     """
 
     encoder: str = "vggish"
     vggish_weights: str = ""
+    tiny_weights: str = ""
     freeze: bool = True
 
 

@@ -50,7 +50,12 @@ def build_audio_encoder(config: Config) -> tuple[nn.Module, int]:
 
         return load_vggish(audio.vggish_weights or None), 128
     if audio.encoder == "tiny":
-        return TinyAudioEncoder(), 128
+        encoder = TinyAudioEncoder()
+        if audio.tiny_weights:
+            from avseg.engine.audio_pretrain import load_tiny_weights
+
+            load_tiny_weights(encoder, audio.tiny_weights)
+        return encoder, 128
     raise UserError(f"audio.encoder '{audio.encoder}': expected one of {', '.join(AUDIO_ENCODERS)}")
 
 
