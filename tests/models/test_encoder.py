@@ -1,4 +1,4 @@
-"""Multi-scale deformable encoder: the grid_sample attention against a hand-written sampler."""
+"""Multi-scale deformable encoder: the deformable attention against a hand-written bilinear sampler."""
 
 import numpy as np
 import torch
