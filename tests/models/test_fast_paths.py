@@ -1,10 +1,14 @@
-"""The fast formulation of the deformable encoder against the direct one it replaces: the same
-function (float64, to rounding), values and gradients."""
+"""The fast formulations of the encoder, the recombination and the mask decoder against the direct
+ones they replace: the same function (float64, to rounding), values and gradients."""
+
+import math
 
 import torch
 import torch.nn.functional as F
 
 from avseg.models.encoder import MSDeformAttn, MultiScaleEncoder, sine_position_embedding, softmax_lastdim
+from avseg.models.mask_decoder import MaskDecoder
+from avseg.models.recombination import SemanticRecombination
 
 
 def grid_sample_attention(attn: MSDeformAttn, query, reference_points, value, spatial_shapes):
@@ -152,3 +156,37 @@ def test_encoder_matches_the_direct_formulation():
     ref_loss = sum((m * torch.randn_like(m)).sum() for m in ref_maps)
     for got, want in zip(torch.autograd.grad(loss, inputs), torch.autograd.grad(ref_loss, inputs)):
         assert torch.allclose(got, want, atol=1e-9, rtol=1e-9)
+
+
+def test_recombination_matches_eq5_written_directly():
+    torch.manual_seed(5)
+    module = SemanticRecombination(8, 3, 2).double()
+    maps = [torch.randn(4, 8, 5, 6, dtype=torch.float64, requires_grad=True),
+            torch.randn(4, 8, 2, 3, dtype=torch.float64, requires_grad=True)]
+    tokens = torch.randn(2, 3, 8, dtype=torch.float64, requires_grad=True)  # clip tokens, 2 frames each
+    for training in (True, False):
+        module.train(training)
+        fast, slow = module(maps, tokens), module.naive_forward(maps, tokens)
+        inputs = maps + [tokens] + list(module.parameters())
+        for got, want in zip(fast, slow):
+            assert torch.allclose(got, want, atol=1e-12, rtol=0)
+        weights = [torch.randn_like(m) for m in fast]
+        got = torch.autograd.grad(sum((w * m).sum() for w, m in zip(weights, fast)), inputs)
+        want = torch.autograd.grad(sum((w * m).sum() for w, m in zip(weights, slow)), inputs)
+        for a, b in zip(got, want):
+            assert torch.allclose(a, b, atol=1e-10, rtol=1e-10)
+
+
+def test_mask_decoder_shared_positions_equal_per_frame_positions():
+    torch.manual_seed(6)
+    decoder = MaskDecoder(d_model=16, num_classes=3, num_layers=2, n_heads=4, ffn_dim=32, num_levels=2).double().eval()
+    maps = [torch.randn(3, 16, 4, 4, dtype=torch.float64), torch.randn(3, 16, 2, 2, dtype=torch.float64)]
+    shared = [sine_position_embedding(h, w, 16, dtype=torch.float64).unsqueeze(0).expand(3, -1, -1, -1) for h, w in ((4, 4), (2, 2))]
+    per_frame = [p.contiguous() for p in shared]
+    queries = torch.randn(3, 5, 16, dtype=torch.float64)
+    mask_features = torch.randn(3, 8, 8, 8, dtype=torch.float64)
+    a = decoder(queries, maps, shared, mask_features)
+    b = decoder(queries, maps, per_frame, mask_features)
+    for key in ("pred_logits", "pred_boxes", "pred_masks"):
+        assert torch.allclose(a[key], b[key], atol=1e-12, rtol=0)
+    assert math.isfinite(a["pred_masks"].sum().item())

@@ -121,6 +121,8 @@ class MaskDecoder(nn.Module):
         [0, 1]), "pred_masks": [N, K, h, w] logits, "aux_outputs": the same for earlier layers}.
         """
         memory = torch.cat([m.flatten(2).transpose(1, 2) for m in maps], 1)
+        if all(p.shape[0] == 1 or p.stride(0) == 0 for p in positions):
+            positions = [p[:1] for p in positions]  # the same for every frame (the encoder's): [1, S, C]
         memory_pos = torch.cat(
             [p.flatten(2).transpose(1, 2) + self.level_embed[i] for i, p in enumerate(positions)], 1
         )
