@@ -26,7 +26,7 @@ def test_dense_run_in_a_subprocess(tmp_path, capsys):
     assert row["video_s"] == pytest.approx(1.0, abs=0.1) and row["video_fps"] == pytest.approx(12)
     assert row["frames"] == round(row["video_s"] * row["video_fps"])  # every frame
     assert row["process_s"] > 0 and row["load_s"] > 0 and row["wall_s"] > row["load_s"] + row["process_s"]
-    assert row["rtf"] == pytest.approx(row["process_s"] / row["video_s"], rel=1e-3)
+    assert row["rtf"] == pytest.approx(row["process_s"] / row["video_s"], rel=2e-3, abs=1e-3)  # both rounded in the JSON
     assert row["peak_rss_mb"] > 100 and row["peak_ratio"] == 1.0
     printed = capsys.readouterr().out
     assert "RTF" in printed and "(random init)" in printed and "peak(" not in printed  # one length: no ratio
