@@ -114,7 +114,8 @@ class LossConfig:
     lambda_vq: float = 1.0
     beta: float = 0.25
     # Not in the paper (0 = off): weight of an auxiliary audio-tagging BCE on F_a (each second's
-    # sounding classes), for audio encoders trained from scratch; docs/model.md "Audio tagging".
+    # sounding classes), for audio encoders trained from scratch (docs/model.md, row "audio
+    # encoder help for from-scratch runs").
     audio_tagging: float = 0.0
     tpavi_avm_weight: float = 0.0
 

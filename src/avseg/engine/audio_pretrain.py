@@ -1,12 +1,12 @@
 """`avseg pretrain-audio`: pretrain the small audio encoder on audio tagging.
 
 The paper's audio encoder is VGGish, pretrained on AudioSet and frozen. The CPU configs replace it
-with `TinyAudioEncoder`, which starts from random weights; trained end to end through QSD's set
-loss it learns which classes sound far more slowly than the rest of the model needs (measured,
-docs/model.md "Audio encoder pretraining"). This step gives it what AudioSet gives VGGish: before
-QSD is trained, the encoder (plus a linear head, thrown away afterwards) learns to name the classes
-sounding in each second of the train split's audio (multi-label BCE). QSD then loads it with
-`audio.tiny_weights=PATH` and, as in the paper, keeps it frozen (`audio.freeze=true`).
+with `TinyAudioEncoder`, which starts from random weights. This step gives it what AudioSet gives
+VGGish: before QSD is trained, the encoder (plus a linear head, thrown away afterwards) learns to
+name the classes sounding in each second of the train split's audio (multi-label BCE). QSD then
+loads it with `audio.tiny_weights=PATH` and, as in the paper, keeps it frozen (`audio.freeze=true`).
+Measured on the demo, it did not make QSD learn faster (docs/model.md, row "audio encoder help
+for from-scratch runs"); it is an option for experiments, not used by any shipped config.
 
 Only the train split is learned from; the val split is reported (exact-set accuracy, precision and
 recall of the tags at probability 0.5). Class-agnostic data (S4, MS3) have no classes to tag.

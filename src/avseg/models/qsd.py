@@ -80,8 +80,8 @@ class QSD(nn.Module):
         # identical predictions that the one-to-one matching cannot tell apart.
         self.query_pos = nn.Embedding(num_tokens, d_model)
         # Optional, not in the paper (loss.audio_tagging > 0): a linear audio-tagging head on F_a,
-        # trained to name each second's sounding classes. A stand-in for VGGish's AudioSet
-        # pretraining when the audio encoder learns from scratch (docs/model.md, "Audio tagging").
+        # trained to name each second's sounding classes, for audio encoders learning from scratch
+        # (docs/model.md, row "audio encoder help for from-scratch runs").
         self.audio_tag_head = nn.Linear(d_model, audio_tagging_classes) if audio_tagging_classes > 0 else None
         self._check_parts()
 
