@@ -14,6 +14,7 @@ import soxr
 from PIL import Image
 
 from avseg.data.synth import SynthConfig, build_class_bank, synthesize_clip
+from avseg.video import mux_audio
 
 ROOT = Path(__file__).resolve().parents[2]
 QSD_CONFIG = ROOT / "configs/cpu/qsd_r18_synth_avss.yaml"
@@ -71,14 +72,7 @@ def write_video(path: Path, *, fps=fractions.Fraction(30), size=(96, 64), second
             if audio_rate != 16000:
                 wave = soxr.resample(wave, 16000, audio_rate)
             samples = np.stack([wave * (0.5 + 0.5 * c) for c in range(channels)]).astype(np.float32)
-            for start in range(0, samples.shape[1], 1024):
-                frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + 1024]),
-                                                   format="fltp", layout=_layout(channels))
-                frame.sample_rate = audio_rate
-                frame.pts = start
-                frame.time_base = fractions.Fraction(1, audio_rate)
-                container.mux(audio.encode(frame))
-            container.mux(audio.encode(None))
+            mux_audio(container, audio, samples, audio_rate, _layout(channels))
     return path
 
 

@@ -22,6 +22,7 @@ import soxr
 from PIL import Image
 
 from avseg.errors import UserError
+from avseg.video import mux_audio
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 EXAMPLES_VERSION = 1  # bump when the clips change: a new cache folder is written
@@ -86,14 +87,7 @@ def write_synthetic_video(path: str | Path, bank, spec: ExampleSpec) -> Path:
             frame.time_base = fractions.Fraction(1, FPS)
             container.mux(video.encode(frame))
         container.mux(video.encode(None))
-        for start in range(0, len(wave), 1024):
-            frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[None, start : start + 1024]),
-                                               format="fltp", layout="mono")
-            frame.sample_rate = AUDIO_RATE
-            frame.pts = start
-            frame.time_base = fractions.Fraction(1, AUDIO_RATE)
-            container.mux(audio.encode(frame))
-        container.mux(audio.encode(None))
+        mux_audio(container, audio, wave[None], AUDIO_RATE, "mono")
     return path
 
 
