@@ -136,3 +136,21 @@ def test_boxes_from_masks_and_area_resize():
     small = resize_masks(masks, (2, 4))
     assert small.dtype == torch.float32 and small.shape == (2, 2, 4)
     assert torch.allclose(small[1], torch.tensor([[0, 0.5, 0, 0], [0, 0.5, 0, 0]]))
+
+
+def test_slot_order_prior_breaks_ties_towards_low_slots_and_defaults_off():
+    # every slot predicts the same thing: without the prior any slot may win; with it, slot 0 then 1
+    target = _target(2, size=8)
+    outputs = {key: value[:, :1].expand(-1, 5, *value.shape[2:]).clone() for key, value in _outputs(1, k=1).items()}
+    rows, _ = HungarianMatcher(cost_slot=0.5)(outputs, [target])[0]
+    assert sorted(rows.tolist()) == [0, 1]
+    plain = HungarianMatcher()
+    assert torch.equal(HungarianMatcher(cost_slot=0.5).cost_matrix(
+        outputs["pred_logits"][0], outputs["pred_masks"][0], outputs["pred_boxes"][0], target),
+        plain.cost_matrix(outputs["pred_logits"][0], outputs["pred_masks"][0], outputs["pred_boxes"][0], target)
+        + 0.5 * torch.arange(5.0)[:, None])
+    # a clearly better slot still wins against the prior
+    outputs["pred_masks"][0, 4] = torch.where(resize_masks(target["masks"], (8, 8))[0] > 0.5, 9.0, -9.0)
+    outputs["pred_boxes"][0, 4] = boxes_from_masks(target["masks"])[0]
+    rows, cols = HungarianMatcher(cost_slot=0.5)(outputs, [target])[0]
+    assert dict(zip(cols.tolist(), rows.tolist()))[0] == 4

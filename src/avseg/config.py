@@ -83,6 +83,14 @@ class ModelConfig:
     codebook_decay: float = 0.99
     dead_code_threshold: float = 0.0
     kmeans_init: bool = False
+    # Not in the paper, off by default (docs/model.md, "Choices the paper leaves open"): local
+    # tokens also fit the codebook; continuous tokens for the first N steps; the local ASD also
+    # reads the audio's time-frequency cells ("time_frequency"); class scores gated by the
+    # audio-tagging head (needs loss.audio_tagging > 0; on in the CPU demo config).
+    codebook_from_local: bool = False
+    codebook_warmup_steps: int = 0
+    audio_memory: str = "embedding"
+    tag_gating: bool = False
     encoder_layers: int = 4
     asd_layers: int = 3
     decoder_layers: int = 4
@@ -117,6 +125,9 @@ class LossConfig:
     # sounding classes), for audio encoders trained from scratch (docs/model.md, row "audio
     # encoder help for from-scratch runs").
     audio_tagging: float = 0.0
+    # Not in the paper (0 = off): matching cost slot_order * k added for slot k, so that slots
+    # with near-equal predictions are matched in a fixed order (docs/model.md, row "slot order prior").
+    slot_order: float = 0.0
     tpavi_avm_weight: float = 0.0
 
 

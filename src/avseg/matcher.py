@@ -92,7 +92,8 @@ class HungarianMatcher(nn.Module):
     """One-to-one assignment of K predictions to N targets per frame (N <= K expected).
 
     Cost = cost_class * focal + cost_mask * BCE + cost_dice * Dice + cost_bbox * L1
-    + cost_giou * (-GIoU); box terms are skipped when the outputs carry no `pred_boxes`.
+    + cost_giou * (-GIoU) (+ cost_slot * k for slot k, off by default); box terms are skipped
+    when the outputs carry no `pred_boxes`.
     """
 
     def __init__(
@@ -105,8 +106,12 @@ class HungarianMatcher(nn.Module):
         cost_giou: float = 2.0,
         focal_alpha: float = 0.25,
         focal_gamma: float = 2.0,
+        cost_slot: float = 0.0,
     ) -> None:
         super().__init__()
+        # Optional, not in the paper (loss.slot_order): cost_slot * k added to slot k's costs, so
+        # that near-equal slots are matched in a fixed order (docs/model.md, row "slot order prior").
+        self.cost_slot = cost_slot
         self.cost_class = cost_class
         self.cost_mask = cost_mask
         self.cost_dice = cost_dice
@@ -149,6 +154,9 @@ class HungarianMatcher(nn.Module):
                     box_convert(tgt_boxes, in_fmt="cxcywh", out_fmt="xyxy"),
                 )
                 cost = cost - self.cost_giou * giou
+            if self.cost_slot:
+                slots = torch.arange(cost.shape[0], device=cost.device, dtype=cost.dtype)
+                cost = cost + self.cost_slot * slots[:, None]
         return cost
 
     @torch.no_grad()

@@ -89,12 +89,14 @@ def test_model_info_cli(capsys):
 def test_audio_tagging_head_exists_only_when_its_loss_is_on():
     from avseg.models.build import build_criterion
 
-    plain_config = load_config("configs/cpu/qsd_r18_synth_avss.yaml", SMALL)
+    plain_config = load_config("configs/cpu/qsd_r18_synth_avss.yaml", [*SMALL, "loss.audio_tagging=0",
+                                                                       "model.tag_gating=false"])
     plain = build_model(plain_config)
     assert plain.audio_tag_head is None
     assert "audio_tag_logits" not in plain(**random_inputs(plain_config, batch=1, frames=2))
     assert build_criterion(plain_config).audio_tagging == 0.0
-    config = load_config("configs/cpu/qsd_r18_synth_avss.yaml", [*SMALL, "loss.audio_tagging=1.0"])
+    config = load_config("configs/cpu/qsd_r18_synth_avss.yaml", [*SMALL, "loss.audio_tagging=1.0",
+                                                                 "model.tag_gating=false"])
     out = build_model(config)(**random_inputs(config, batch=1, frames=2))
     assert out["audio_tag_logits"].shape == (2, config.model.num_classes)
     assert build_criterion(config).audio_tagging == 1.0

@@ -78,3 +78,116 @@ def test_padded_frames_do_not_change_real_frames_outputs():
         changed = model(frames, log_mel, present)["pred_masks"]
     real = [0, 1, 2, 3, 4]  # frames of clip 0 and the two real frames of clip 1 (B*T order)
     assert torch.allclose(reference[real], changed[real], atol=1e-5)
+
+
+def test_codebook_from_local_lets_the_queries_move_the_codebook():
+    # gradient mode: the local codebook term now reaches E (it is summed into codebook_loss)
+    model = build("model.codebook_from_local=true").train()
+    out = model(*inputs())
+    global_only = build().train()(*inputs())["vq"]["codebook_loss"]
+    assert not torch.allclose(out["vq"]["codebook_loss"], global_only)
+    codebook = model.quantizer.codebook
+    out["vq"]["local_commitment_loss"].backward(retain_graph=True)
+    assert codebook.grad is None or codebook.grad.abs().sum() == 0  # commitment never moves E
+    out["vq"]["codebook_loss"].backward()
+    assert codebook.grad.abs().sum() > 0
+
+
+def test_codebook_from_local_seeds_kmeans_with_the_frame_tokens():
+    model = build("model.codebook_from_local=true", "model.codebook_ema=true", "model.kmeans_init=true").train()
+    frames, log_mel, present = inputs()
+    seen = []
+    model.quantizer.register_forward_hook(lambda mod, args, kwargs, out: seen.append((args[0].shape, kwargs)),
+                                          with_kwargs=True)
+    model(frames, log_mel, present)
+    # the 5 present frames x 5 tokens come first (k-means needs >= M = 16 vectors), then the 2 clips' tokens
+    assert [(tuple(shape), kw["update_codebook"]) for shape, kw in seen] == [((5, 5, 32), True), ((2, 5, 32), True)]
+    assert bool(model.quantizer.initialized)
+    before = model.quantizer.embed_sum.clone()
+    model.quantizer(torch.randn(4, 5, 32), update_codebook=True)
+    assert not torch.equal(model.quantizer.embed_sum, before)
+
+
+def test_codebook_from_local_needs_local_calibration():
+    import pytest
+
+    from avseg.errors import UserError
+
+    with pytest.raises(UserError, match="codebook_from_local needs local tokens"):
+        build("model.codebook_from_local=true", "model.local_calibration=false")
+
+
+def test_codebook_warmup_runs_continuous_tokens_then_quantizes():
+    model = build("model.codebook_warmup_steps=2", "model.codebook_ema=true", "model.kmeans_init=true",
+                  "model.codebook_from_local=true").train()
+    frames, log_mel, present = inputs()
+    assert model(frames, log_mel, present)["vq"] == {}  # continuous tokens, no VQ loss
+    model.eval()
+    with torch.no_grad():  # evaluation neither counts down nor quantizes before the warm-up ends
+        assert model(frames, log_mel, present)["vq"] == {}
+    model.train()
+    assert model(frames, log_mel, present)["vq"] == {} and not bool(model.quantizer.initialized)
+    vq = model(frames, log_mel, present)["vq"]
+    assert bool(model.quantizer.initialized) and int(model.warmup_steps_left) == 0
+    assert {"codebook_loss", "commitment_loss", "local_commitment_loss"} <= set(vq)
+
+
+def test_checkpoints_without_the_warmup_counter_still_load():
+    model = build()
+    state = {k: v for k, v in model.state_dict().items() if k != "warmup_steps_left"}
+    fresh = build("model.codebook_warmup_steps=5")
+    fresh.load_state_dict(state)
+    assert int(fresh.warmup_steps_left) == 0 and fresh.quantizing
+
+
+def test_time_frequency_memory_feeds_the_local_asd():
+    model = build("model.audio_memory=time_frequency").train()
+    seen = []
+    model.local_asd.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
+    out = model(*inputs())
+    assert seen == [torch.Size([6, 25, 32])]  # per frame: the fused audio token + 6 x 4 time-frequency cells
+    total_loss(out).backward()
+    assert model.audio_tf_proj.weight.grad.abs().sum() > 0 and model.audio_tf_pos.grad.abs().sum() > 0
+
+
+def test_time_frequency_memory_needs_local_calibration():
+    import pytest
+
+    from avseg.errors import UserError
+
+    with pytest.raises(UserError, match="audio_memory=time_frequency feeds the local ASD"):
+        build("model.audio_memory=time_frequency", "model.local_calibration=false")
+    with pytest.raises(UserError, match="model.audio_memory 'spectrum'"):
+        build("model.audio_memory=spectrum")
+
+
+def test_gate_logits_multiplies_the_probabilities():
+    from avseg.models.qsd import gate_logits
+
+    generator = torch.Generator().manual_seed(0)
+    cls, tags = torch.randn(3, 5, 8, generator=generator) * 6, torch.randn(3, 8, generator=generator) * 6
+    gated = gate_logits(cls, tags)
+    assert torch.allclose(gated.sigmoid(), cls.sigmoid() * tags.sigmoid()[:, None], atol=1e-6)
+    assert torch.isfinite(gate_logits(torch.full((1, 1, 2), 40.0), torch.full((1, 2), 40.0))).all()
+
+
+def test_tag_gating_silences_classes_the_audio_tags_rule_out():
+    model = build("loss.audio_tagging=1", "model.tag_gating=true").eval()
+    with torch.no_grad():
+        model.audio_tag_head.bias.fill_(-30.0)  # every class "silent" in every frame
+        model.audio_tag_head.weight.zero_()
+        out = model(*inputs())
+    for o in (out, *out["aux_outputs"]):
+        assert o["pred_logits"].sigmoid().max() < 1e-12
+    plain = build("loss.audio_tagging=1", "model.tag_gating=false").eval()
+    with torch.no_grad():
+        assert plain(*inputs())["pred_logits"].sigmoid().max() > 1e-6
+
+
+def test_tag_gating_needs_the_tagging_loss():
+    import pytest
+
+    from avseg.errors import UserError
+
+    with pytest.raises(UserError, match="tag_gating"):
+        build("model.tag_gating=true", "loss.audio_tagging=0")

@@ -70,8 +70,14 @@ class VGGish(nn.Module):
             nn.ReLU(),
         )
 
+    tokens_dim = 512  # channels of the time-frequency map (`feature_map`)
+
     def forward(self, log_mel: torch.Tensor) -> torch.Tensor:
         """``[N, 96, 64]`` or ``[N, 1, 96, 64]`` log-mel -> ``[N, 128]`` embeddings (>= 0)."""
+        return self.embed(self.feature_map(log_mel))
+
+    def feature_map(self, log_mel: torch.Tensor) -> torch.Tensor:
+        """The convolutional time-frequency map ``[N, 512, 6, 4]`` (time x frequency) of the log-mel."""
         if log_mel.dim() == 3:
             log_mel = log_mel.unsqueeze(1)
         if log_mel.dim() != 4 or tuple(log_mel.shape[1:]) != (1, NUM_FRAMES, NUM_BANDS):
@@ -79,7 +85,10 @@ class VGGish(nn.Module):
                 f"VGGish expects log-mel [N, {NUM_FRAMES}, {NUM_BANDS}] or "
                 f"[N, 1, {NUM_FRAMES}, {NUM_BANDS}]; got {tuple(log_mel.shape)}"
             )
-        feature_map = self.features(log_mel)  # [N, 512, 6, 4]
+        return self.features(log_mel)
+
+    def embed(self, feature_map: torch.Tensor) -> torch.Tensor:
+        """``feature_map`` ``[N, 512, 6, 4]`` -> ``[N, 128]`` embeddings."""
         # TensorFlow flattens channels-last: (H, W, C) order.
         flat = feature_map.permute(0, 2, 3, 1).flatten(1)  # [N, 12288]
         return self.embeddings(flat)

@@ -10,7 +10,7 @@ from avseg.errors import UserError
 from avseg.models.backbones import BACKBONES, Backbone
 from avseg.models.encoder import MultiScaleEncoder
 from avseg.models.mask_decoder import FPN, MaskDecoder
-from avseg.models.qsd import DECOMPOSITIONS, QSD, QSDSwitches
+from avseg.models.qsd import AUDIO_MEMORIES, DECOMPOSITIONS, QSD, QSDSwitches
 from avseg.models.quantizer import SharedCodebookQuantizer
 from avseg.models.recombination import SemanticRecombination
 from avseg.models.semantic_decoder import AudioSemanticDecoder, AudioVisualFusion
@@ -36,10 +36,18 @@ class TinyAudioEncoder(nn.Module):
             channels = out_channels
         self.features = nn.Sequential(*layers)
         self.head = nn.Linear(channels * 2, out_dim)
+        self.tokens_dim = channels
 
     def forward(self, log_mel: Tensor) -> Tensor:
-        x = self.features(log_mel.reshape(-1, 1, 96, 64))  # [N, C, 6, 4]
-        return self.head(torch.cat([x.mean(dim=(2, 3)), x.amax(dim=(2, 3))], dim=-1))
+        return self.embed(self.feature_map(log_mel))
+
+    def feature_map(self, log_mel: Tensor) -> Tensor:
+        """The time-frequency map `[N, 64, 6, 4]` (time x frequency) of the log-mel."""
+        return self.features(log_mel.reshape(-1, 1, 96, 64))
+
+    def embed(self, feature_map: Tensor) -> Tensor:
+        """`[N, C, 6, 4]` -> `[N, out_dim]` (mean and max pooled, then linear)."""
+        return self.head(torch.cat([feature_map.mean(dim=(2, 3)), feature_map.amax(dim=(2, 3))], dim=-1))
 
 
 def build_audio_encoder(config: Config) -> tuple[nn.Module, int]:
@@ -85,6 +93,16 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
     m = config.model
     switches = qsd_switches(config)
     decoded = switches.decomposition != "none"
+    if m.audio_memory not in AUDIO_MEMORIES:
+        raise UserError(f"model.audio_memory '{m.audio_memory}': expected one of {', '.join(AUDIO_MEMORIES)}")
+    if m.audio_memory == "time_frequency" and not switches.local_calibration:
+        raise UserError("model.audio_memory=time_frequency feeds the local ASD: set model.local_calibration=true "
+                        "(with model.decomposition=quantized)")
+    if m.tag_gating and config.loss.audio_tagging <= 0:
+        raise UserError("model.tag_gating multiplies class scores by the audio-tagging head's: set loss.audio_tagging > 0")
+    if m.codebook_from_local and not switches.local_calibration:
+        raise UserError("model.codebook_from_local needs local tokens: set model.local_calibration=true "
+                        "(with model.decomposition=quantized)")
     return QSD(
         backbone=backbone,
         encoder=MultiScaleEncoder(backbone.channels[1:], d_model=m.d_model, num_layers=m.encoder_layers,
@@ -106,6 +124,8 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
         recombination=SemanticRecombination(m.d_model, m.num_tokens, 3) if switches.recombination else None,
         freeze_audio_encoder=config.audio.freeze,
         audio_tagging_classes=m.num_classes if config.loss.audio_tagging > 0 else 0,
+        local_updates_codebook=m.codebook_from_local, codebook_warmup_steps=m.codebook_warmup_steps,
+        audio_memory=m.audio_memory, tag_gating=m.tag_gating,
     )
 
 
@@ -119,7 +139,8 @@ def build_criterion(config: Config) -> nn.Module:
     if model.name == "tpavi":
         return DenseCriterion(binary=model.num_classes == 1, avm_weight=loss.tpavi_avm_weight)
     matcher = HungarianMatcher(cost_class=loss.cls, cost_mask=loss.mask, cost_dice=loss.dice, cost_bbox=loss.bbox,
-                               cost_giou=loss.giou, focal_alpha=loss.focal_alpha, focal_gamma=loss.focal_gamma)
+                               cost_giou=loss.giou, focal_alpha=loss.focal_alpha, focal_gamma=loss.focal_gamma,
+                               cost_slot=loss.slot_order)
     weights = {"loss_ce": loss.cls, "loss_mask": loss.mask, "loss_dice": loss.dice, "loss_bbox": loss.bbox,
                "loss_giou": loss.giou}
     return SetCriterion(model.num_classes, matcher, weights, focal_alpha=loss.focal_alpha,

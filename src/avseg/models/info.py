@@ -13,8 +13,8 @@ from torch.utils.flop_counter import FlopCounterMode
 from avseg.config import Config, load_config
 
 PARTS = (
-    "backbone", "encoder", "audio_encoder", "audio_proj", "fusion", "global_asd", "quantizer",
-    "recombination", "local_asd", "fpn", "mask_decoder", "query_pos", "project", "tpavi", "decoder", "head",
+    "backbone", "encoder", "audio_encoder", "audio_proj", "audio_tf_proj", "audio_tag_head", "fusion", "global_asd",
+    "quantizer", "recombination", "local_asd", "fpn", "mask_decoder", "query_pos", "project", "tpavi", "decoder", "head",
 )
 
 

@@ -150,8 +150,10 @@ class SharedCodebookQuantizer(nn.Module):
         self.register_buffer("global_counts", torch.zeros(codebook_size), persistent=False)
         self.register_buffer("local_counts", torch.zeros(codebook_size), persistent=False)
 
-    def forward(self, tokens: Tensor, *, update_codebook: bool) -> dict[str, Tensor]:
+    def forward(self, tokens: Tensor, *, update_codebook: bool, local: bool | None = None) -> dict[str, Tensor]:
         """Quantize `tokens [..., C]` (e.g. global `[B, K, C]`, local `[B, T, K, C]`).
+
+        `local` says which running usage histogram counts the call (default: `not update_codebook`).
 
         Returns a dict:
             quantized: `[..., C]`, dtype of `tokens`, straight-through (gradient w.r.t. it goes
@@ -184,7 +186,8 @@ class SharedCodebookQuantizer(nn.Module):
             if learn:
                 self._update_statistics(flat.detach(), indices, counts)
         quantized = tokens + (selected.to(tokens.dtype).reshape(tokens.shape) - tokens).detach()
-        (self.global_counts if update_codebook else self.local_counts).add_(counts)
+        local = not update_codebook if local is None else local
+        (self.local_counts if local else self.global_counts).add_(counts)
         probs = counts / counts.sum().clamp(min=1.0)
         entropy = -(probs * torch.log(probs.clamp(min=1e-12))).sum()
         return {
