@@ -11,6 +11,8 @@ typed arguments.
 
 from __future__ import annotations
 
+import re
+
 import difflib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -208,6 +210,9 @@ class Config:
 
 class ConfigError(UserError):
     """A config file or override that does not match the dataclasses."""
+
+
+OVERRIDE_PATTERN = re.compile(r"^[A-Za-z_][\w.]*=")  # a dotted KEY=VALUE command-line override
 
 
 def _known_keys(schema: DictConfig, prefix: str = "") -> list[str]:

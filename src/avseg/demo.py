@@ -79,8 +79,8 @@ def evaluate_model(run: Path) -> dict:
 
 
 def predict_video(run: Path, out: Path) -> dict:
-    from avseg.app.examples import ExampleSpec, class_bank_for, write_synthetic_video
-    from avseg.predict import Predictor
+    from avseg.data.synth.video import ExampleSpec, class_bank_for, write_synthetic_video
+    from avseg.inference.predictor import Predictor
 
     start = _step("render a held-out synthetic video with sound, then avseg predict on it")
     predictor = Predictor.from_checkpoint(run / "best.pt")

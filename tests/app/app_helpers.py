@@ -5,7 +5,7 @@ from __future__ import annotations
 import socket
 from pathlib import Path
 
-from avseg.app.examples import ExampleSpec, class_bank_for, write_synthetic_video
+from avseg.data.synth.video import ExampleSpec, class_bank_for, write_synthetic_video
 
 ROOT = Path(__file__).resolve().parents[2]
 QSD_CONFIG = ROOT / "configs/cpu/qsd_r18_synth_avss.yaml"

@@ -17,7 +17,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from avseg.app.examples import EXAMPLES, class_bank_for, ensure_examples, list_examples
+from avseg.data.synth.video import EXAMPLES, class_bank_for, ensure_examples, list_examples
 from avseg.app.results import (
     MB,
     RunStore,
@@ -32,7 +32,7 @@ from avseg.app.results import (
 from avseg.cli import main
 from avseg.data.synth import build_class_bank
 from avseg.errors import UserError
-from avseg.video import probe_video
+from avseg.inference.video import probe_video
 
 from app_helpers import QSD_CONFIG, SMALL, free_port, make_video
 

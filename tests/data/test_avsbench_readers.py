@@ -13,7 +13,8 @@ from PIL import Image
 import layout_fixtures
 from avseg.audio import load_audio, vggish_log_mel
 from avseg.data import layouts
-from avseg.data.avsbench import MS3Dataset, S4Dataset, build_dataset
+from avseg.data.avsbench import MS3Dataset, S4Dataset
+from avseg.data.build import build_reader as build_dataset
 from avseg.data.avss import AVSSDataset
 from avseg.data.sample import SOUNDING, collate_samples
 from avseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD, ClipTransform

@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from avseg.cli import main
-from avseg.data.avsbench import build_dataset
+from avseg.data.build import build_reader as build_dataset
 from avseg.data.check import check_dataset
 from avseg.data.sample import collate_samples
 

@@ -10,7 +10,8 @@ import torch
 from PIL import Image
 
 from avseg.data.sample import collate_samples
-from avseg.data.vpo import (NUM_CLASSES, OFFICIAL_CLASSES, VPODataset, centre_crop, check_vpo)
+from avseg.data.vpo import NUM_CLASSES, OFFICIAL_CLASSES, VPODataset, centre_crop
+from avseg.data.vpo_check import check_vpo
 from avseg.errors import UserError
 from test_vpo_build import H, OBJECTS, VPO_IDS, W, build, make_world, raster
 

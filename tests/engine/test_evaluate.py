@@ -16,7 +16,7 @@ from avseg.data.synth import SynthConfig, generate
 from avseg.engine.checkpoint import save_checkpoint
 from avseg.engine.evaluate import evaluate, evaluation_loader, predict
 from avseg.models.build import build_model
-from avseg.postprocess import foreground_probability, merge_masks
+from avseg.models.postprocess import foreground_probability, merge_masks
 
 SMALL = ["data.image_size=32", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
          "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16", "model.num_tokens=3",

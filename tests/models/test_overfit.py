@@ -14,7 +14,7 @@ from avseg.data.sample import collate_samples
 from avseg.data.synth import SynthConfig, generate
 from avseg.engine.step import compute_losses, forward_batch
 from avseg.models.build import build_criterion, build_model
-from avseg.postprocess import merge_masks
+from avseg.models.postprocess import merge_masks
 
 SIZE = 96
 

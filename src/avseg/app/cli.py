@@ -19,7 +19,7 @@ LOCAL_HOSTS = ("127.0.0.1", "localhost", "::1")
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    from avseg.predict_cli import add_model_arguments
+    from avseg.inference.cli import add_model_arguments
 
     add_model_arguments(parser, "the page's results are MEANINGLESS (a banner says so)")
     parser.add_argument("--host", default="127.0.0.1",
@@ -33,13 +33,13 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    from avseg.app.examples import ensure_examples, list_examples
+    from avseg.data.synth.video import ensure_examples, list_examples
     from avseg.app.results import max_upload_bytes
-    from avseg.predict_cli import _OVERRIDE, build_predictor
+    from avseg.inference.cli import OVERRIDE_PATTERN, build_predictor
 
     overrides = list(args.random_init or ())
     for item in overrides:
-        if not _OVERRIDE.match(item):
+        if not OVERRIDE_PATTERN.match(item):
             raise UserError(f"--random-init {item}: expected a dotted config override KEY=VALUE "
                             "(e.g. data.image_size=64)")
     if not 0 <= args.port <= 65535:

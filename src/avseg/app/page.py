@@ -35,8 +35,8 @@ from avseg.app.results import (  # noqa: E402
     zip_outputs,
 )
 from avseg.errors import UserError  # noqa: E402
-from avseg.predict import RANDOM_INIT_WARNING, Predictor  # noqa: E402
-from avseg.video import probe_video  # noqa: E402
+from avseg.inference.predictor import RANDOM_INIT_WARNING, Predictor  # noqa: E402
+from avseg.inference.video import probe_video  # noqa: E402
 
 log = logging.getLogger("avseg.app")
 

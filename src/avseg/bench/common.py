@@ -9,7 +9,6 @@ A fresh process per row makes each row's peak memory its own.
 from __future__ import annotations
 
 import json
-import re
 import resource
 import subprocess
 import sys
@@ -17,11 +16,11 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Callable
 
+from avseg.config import OVERRIDE_PATTERN
 from avseg.errors import UserError
 
 RANDOM_INIT = ["model.backbone_weights=", "audio.vggish_weights="]  # weight files -> random init
 WEIGHT_WARNINGS = ".*(no weights|random init).*"
-_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 def peak_memory_mb(device) -> float:
@@ -70,7 +69,7 @@ def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
     """Positional arguments as (paths, dotted KEY=VALUE overrides); an existing file is a path."""
     paths, overrides = [], []
     for item in items:
-        (overrides if _OVERRIDE.match(item) and not Path(item).exists() else paths).append(item)
+        (overrides if OVERRIDE_PATTERN.match(item) and not Path(item).exists() else paths).append(item)
     return paths, overrides
 
 

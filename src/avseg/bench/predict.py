@@ -1,7 +1,7 @@
 """`avseg bench predict`: `avseg predict` on videos of several lengths: real-time factor, frames
 and peak memory, and whether memory stays flat as the video grows.
 
-Test videos with sound are written by the app's example writer (`avseg.app.examples.
+Test videos with sound are written by the app's example writer (`avseg.data.synth.video.
 write_synthetic_video`: one synthetic scene per second at 12 fps, AAC audio) in a temporary
 folder. Each (video, mode) runs in its own Python process, which builds the model as `avseg
 predict` does (`Predictor.from_config` / `from_checkpoint`) and calls `Predictor.predict_video`
@@ -71,7 +71,7 @@ def parse_size(text: str) -> tuple[int, int]:
 
 def write_video(path: Path, seconds: int, size: tuple[int, int]) -> Path:
     """A synthetic multi-source video with sound of `seconds` seconds (the app's example writer)."""
-    from avseg.app.examples import ExampleSpec, write_synthetic_video
+    from avseg.data.synth.video import ExampleSpec, write_synthetic_video
     from avseg.data.synth import build_class_bank
 
     return write_synthetic_video(path, build_class_bank(0, 8), ExampleSpec(path.name, seconds, True, seconds, size))
@@ -83,7 +83,7 @@ def measure_predict(video: str, out: str, *, mode: str, config: str | None = Non
 
     load_s: building the model and one warm-up window (so that process_s holds no first-call costs).
     """
-    from avseg.predict import Predictor
+    from avseg.inference.predictor import Predictor
 
     options = mode_options(mode)
     start = time.perf_counter()
@@ -94,8 +94,8 @@ def measure_predict(video: str, out: str, *, mode: str, config: str | None = Non
             predictor = Predictor.from_checkpoint(checkpoint, device=device)
         else:
             predictor = Predictor.from_config(config, list(overrides), device=device)
-    import avseg.overlay  # noqa: F401  (imported by predict_video on its first call)
-    from avseg.predict import DEFAULT_WINDOW
+    import avseg.inference.overlay  # noqa: F401  (imported by predict_video on its first call)
+    from avseg.inference.predictor import DEFAULT_WINDOW
 
     predictor.predict_clip(np.zeros((DEFAULT_WINDOW, 64, 64, 3), np.uint8), None)  # first-call costs
     loaded = time.perf_counter()

@@ -29,8 +29,8 @@ from torch import Tensor
 from torch.utils.data import Dataset
 
 from avseg.data import layouts
-from avseg.data.check import error_reason, relative
 from avseg.data.layouts import ClipFiles, LayoutError
+from avseg.data.problems import error_reason, relative
 from avseg.data.sample import SOUNDING, Sample, targets_from_semantic
 from avseg.data.transforms import ClipTransform, eval_transform, to_normalized_tensor, train_transform
 from avseg.errors import UserError
@@ -310,28 +310,3 @@ class MS3Dataset(_AVSBenchObjectDataset):
 
 
 # ----------------------------------------------------------------------------- builder
-
-
-DATASET_NAMES = ("s4", "ms3", "avss", "single_plus")
-
-
-def build_dataset(name: str, root: str | Path, split: str, **kwargs) -> Dataset:
-    """Build a reader by name: "s4", "ms3", "avss", or "single_plus".
-
-    "single_plus" is CAVP's AVSBench-Single+: the single-source clips with per-class labels,
-    which CAVP takes from the AVSBench-Semantic release (its `v1s` subset, read with the AVSS
-    layout). It is `AVSSDataset(root, split, subsets=("v1s",), ...)`.
-    """
-    if name == "s4":
-        return S4Dataset(root, split, **kwargs)
-    if name == "ms3":
-        return MS3Dataset(root, split, **kwargs)
-    if name in ("avss", "single_plus"):
-        from avseg.data.avss import AVSSDataset
-
-        if name == "single_plus":
-            if "subsets" in kwargs:
-                raise ValueError("single_plus is the v1s subset of AVSS; do not pass subsets")
-            kwargs["subsets"] = ("v1s",)
-        return AVSSDataset(root, split, **kwargs)
-    raise ValueError(f"unknown data set {name!r}; expected one of {', '.join(DATASET_NAMES)}")

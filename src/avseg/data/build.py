@@ -50,7 +50,6 @@ def build_dataset(config: Config, split: str) -> Dataset:
         reader = VPODataset(data.root, split, variant=data.dataset[len("vpo_"):], image_size=data.image_size,
                             load_waveform=data.load_waveform)
         return StillImageClips(reader)
-    from avseg.data.avsbench import build_dataset as build_reader
     from avseg.data.transforms import train_transform
 
     kwargs: dict = {"image_size": data.image_size, "load_waveform": data.load_waveform}
@@ -65,6 +64,29 @@ def build_dataset(config: Config, split: str) -> Dataset:
     else:  # single_plus: the v1s clips, 5 frames each
         kwargs["pad_to"] = 5
     return build_reader(data.dataset, data.root, split, **kwargs)
+
+
+def build_reader(name: str, root: str | Path, split: str, **kwargs) -> Dataset:
+    """An AVSBench-family reader by name: "s4", "ms3", "avss", or "single_plus".
+
+    "single_plus" is CAVP's AVSBench-Single+: the single-source clips with per-class labels,
+    which CAVP takes from the AVSBench-Semantic release (its `v1s` subset, read with the AVSS
+    layout). It is `AVSSDataset(root, split, subsets=("v1s",), ...)`.
+    """
+    from avseg.data.avsbench import MS3Dataset, S4Dataset
+    from avseg.data.avss import AVSSDataset
+
+    if name == "s4":
+        return S4Dataset(root, split, **kwargs)
+    if name == "ms3":
+        return MS3Dataset(root, split, **kwargs)
+    if name in ("avss", "single_plus"):
+        if name == "single_plus":
+            if "subsets" in kwargs:
+                raise ValueError("single_plus is the v1s subset of AVSS; do not pass subsets")
+            kwargs["subsets"] = ("v1s",)
+        return AVSSDataset(root, split, **kwargs)
+    raise ValueError(f"unknown data set {name!r}; expected one of s4, ms3, avss, single_plus")
 
 
 def class_names(config: Config) -> list[str]:

@@ -26,7 +26,7 @@ from PIL import Image, UnidentifiedImageError
 from avseg.data import layouts
 from avseg.data.layouts import ClipFiles, LayoutError
 from avseg.data.palette import AVSS_NUM_CLASSES, rgb_to_ids
-from avseg.data.problems import Problem
+from avseg.data.problems import Problem, error_reason, relative
 from avseg.errors import UserError
 
 CHECK_LAYOUTS = ("s4", "ms3", "avss", "vpo")
@@ -50,21 +50,6 @@ class LabelPalette:
 
     num_classes: int
     class_ids: frozenset[int] | None
-
-
-def relative(path: Path, root: Path) -> str:
-    """`path` relative to the data set root, with posix separators (absolute if outside it)."""
-    try:
-        return Path(path).relative_to(root).as_posix()
-    except ValueError:
-        return Path(path).as_posix()
-
-
-def error_reason(err: BaseException, path: Path) -> str:
-    """An exception's message without the "<path>: " prefix that names the file again."""
-    message = str(err) or type(err).__name__
-    _, found, reason = message.partition(f"{path}: ")
-    return reason if found else message.replace(str(path), Path(path).name)
 
 
 def check_dataset(layout: str, root: Path, progress: bool = False) -> tuple[list[Problem], int]:
@@ -140,12 +125,8 @@ def _read_palette(root: Path, problems: list[Problem]) -> LabelPalette:
 
 
 def _check_vpo(root: Path) -> CheckReport:
-    try:
-        from avseg.data.vpo import check_vpo
-    except ImportError as err:
-        raise UserError(
-            f"the VPO checker (avseg.data.vpo.check_vpo) is not available in this installation ({err})"
-        ) from err
+    from avseg.data.vpo_check import check_vpo
+
     problems, count = check_vpo(root)
     return CheckReport(list(problems), int(count), None)
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 
 @dataclass(frozen=True)
@@ -18,3 +19,18 @@ class Problem:
 
     def __str__(self) -> str:
         return f"{self.path}: {self.message}"
+
+
+def relative(path: Path, root: Path) -> str:
+    """`path` relative to the data set root, with posix separators (absolute if outside it)."""
+    try:
+        return Path(path).relative_to(root).as_posix()
+    except ValueError:
+        return Path(path).as_posix()
+
+
+def error_reason(err: BaseException, path: Path) -> str:
+    """An exception's message without the "<path>: " prefix that names the file again."""
+    message = str(err) or type(err).__name__
+    _, found, reason = message.partition(f"{path}: ")
+    return reason if found else message.replace(str(path), Path(path).name)

@@ -12,8 +12,9 @@ import torch
 from torch import Tensor
 from torchvision.ops import masks_to_boxes
 
-BACKGROUND = 0
-SOUNDING = 1  # the single class id of class-agnostic data (S4, MS3)
+from avseg.structures import BACKGROUND, SOUNDING
+
+__all__ = ["BACKGROUND", "SOUNDING", "Sample", "Batch", "targets_from_semantic", "collate_samples"]
 
 
 @dataclass

@@ -33,6 +33,8 @@ import numpy as np
 import torch
 
 from avseg.data.sample import Sample, targets_from_semantic
+from avseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+from avseg.data.vpo_audio import CLIP_SAMPLES, SAMPLE_RATE, centre_crop, load_source, mix_sources  # noqa: F401
 from avseg.errors import UserError
 
 VARIANTS = ("ss", "ms", "msmi")
@@ -43,12 +45,8 @@ CSV_COLUMNS = ("vgg_file", "vgg_label", "cateName", "cateId", "img_Id", "ann_Ids
 CLASS_TABLE = "vpo_classes.json"
 INSTANCES = "vpo_instances.json"
 AUDIO_DIR = "audios"
-SAMPLE_RATE = 16_000
-CLIP_SAMPLES = 3 * SAMPLE_RATE  # CAVP: audio_len = 3.0 s
 LOG_MEL_EXAMPLES = 3  # 3 s -> three 0.96 s VGGish examples
 IGNORE_VALUE = 255
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass(frozen=True)
@@ -285,36 +283,6 @@ def load_instances(path: Path) -> dict[int, dict]:
         raise UserError(f"{path}: not a COCO instances json ({err!r})") from err
 
 
-# ----------------------------------------------------------------------------- audio
-def centre_crop(wave: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
-    """float32 `[n]` -> `[length]`: the centre `length` samples; a shorter clip is tiled from its
-    start (the reference tiles too, but for 1-3 s clips its negative index picks the tail)."""
-    if wave.shape[0] == 0:
-        raise ValueError("empty waveform")
-    if wave.shape[0] >= length:
-        start = wave.shape[0] // 2 - length // 2
-        return wave[start:start + length]
-    return np.tile(wave, length // wave.shape[0] + 1)[:length]
-
-
-def load_source(path: Path) -> np.ndarray:
-    """A VGGSound source -> float32 `[CLIP_SAMPLES]`: mono, 16 kHz, 3 s centre crop."""
-    from avseg.audio import load_audio_mono_16k
-
-    return centre_crop(load_audio_mono_16k(path))  # AudioError (a UserError) names the file
-
-
-def mix_sources(sources: list[np.ndarray], positions: list[float] | None = None) -> np.ndarray:
-    """Sum equal-length mono sources `[n]` -> float32 `[n, 1]`, or `[n, 2]` with stereo gains
-    (left 1 - pos, right pos) when positions are given. Left + right equals the mono mix."""
-    gains = np.ones((len(sources), 1), np.float32) if positions is None else \
-        np.array([[1.0 - p, p] for p in positions], dtype=np.float32)  # [S, C]
-    mix = np.zeros((sources[0].shape[0], gains.shape[1]), dtype=np.float32)
-    for source, gain in zip(sources, gains):  # a fixed order of element-wise sums: bit-exact
-        mix += source[:, None].astype(np.float32) * gain[None, :]
-    return mix
-
-
 # ----------------------------------------------------------------------------- reader
 class VPODataset(torch.utils.data.Dataset):
     """VPO-SS / VPO-MS / VPO-MSMI as `Sample`s: one image each (T = 1).
@@ -430,10 +398,3 @@ class VPODataset(torch.utils.data.Dataset):
             dataset=f"vpo_{self.variant}",
             category=item.rows[0].class_name if self.variant == "ss" else None,
             waveform=torch.from_numpy(mono.copy()) if self.load_waveform else None)
-
-
-def check_vpo(root, *, audio_root=None, coco_annotations=None):
-    """Check a VPO folder: see `avseg.data.vpo_check.check_vpo` (kept here for `check-data`)."""
-    from avseg.data.vpo_check import check_vpo as check
-
-    return check(root, audio_root=audio_root, coco_annotations=coco_annotations)

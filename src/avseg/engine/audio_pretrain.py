@@ -29,7 +29,7 @@ from avseg.data.build import SkipDamaged, build_dataset, class_names
 from avseg.data.sample import BACKGROUND
 from avseg.engine.seeding import seed_everything
 from avseg.errors import UserError
-from avseg.models.build import TinyAudioEncoder
+from avseg.audio.tiny import TinyAudioEncoder
 
 CLASS_AGNOSTIC = ("s4", "ms3")
 
@@ -139,19 +139,6 @@ def pretrain_audio(config: Config, out: Path, *, epochs: int = 15, lr: float = 1
     os.replace(partial, out)
     result.update(path=str(out), seconds=round(time.perf_counter() - start, 1), damaged=damaged)
     return result
-
-
-def load_tiny_weights(encoder: nn.Module, path: str | Path) -> None:
-    """Load `avseg pretrain-audio` output into a `TinyAudioEncoder`; errors name the file."""
-    path = Path(path)
-    if not path.is_file():
-        raise UserError(f"{path}: audio.tiny_weights file not found (write one with avseg pretrain-audio)")
-    try:
-        saved = torch.load(path, map_location="cpu", weights_only=True)
-        state = saved["state_dict"]
-        encoder.load_state_dict(state)
-    except (RuntimeError, KeyError, TypeError, ValueError, EOFError, OSError, pickle.UnpicklingError) as err:
-        raise UserError(f"{path}: not a tiny audio encoder written by avseg pretrain-audio ({err})") from None
 
 
 def add_cli_arguments(parser) -> None:

@@ -86,7 +86,7 @@ def evaluation_loader(config: Config, split: str, *, distributed: bool = False) 
 @torch.no_grad()
 def predict(outputs: dict, task: str, size: tuple[int, int]) -> dict[str, Tensor]:
     """Per frame: "foreground" probability `[F, H, W]` (binary task) and class "ids" `[F, H, W]`."""
-    from avseg.postprocess import foreground_probability, merge_masks
+    from avseg.models.postprocess import foreground_probability, merge_masks
 
     if "semantic_logits" in outputs:  # TPAVI: dense logits at the input size
         logits = outputs["semantic_logits"].float()

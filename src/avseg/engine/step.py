@@ -8,7 +8,7 @@ from __future__ import annotations
 from torch import Tensor, nn
 
 from avseg.data.sample import Batch
-from avseg.postprocess import masks_to_targets
+from avseg.data.targets import masks_to_targets
 
 CLASS_AGNOSTIC = ("s4", "ms3")  # binary ground truth: targets are connected components
 

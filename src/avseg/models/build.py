@@ -5,6 +5,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from avseg.audio.tiny import TinyAudioEncoder
 from avseg.config import Config
 from avseg.errors import UserError
 from avseg.models.backbones import BACKBONES, Backbone
@@ -21,35 +22,6 @@ MODELS = ("qsd", "tpavi")
 AUDIO_ENCODERS = ("vggish", "tiny")
 
 
-class TinyAudioEncoder(nn.Module):
-    """A small CNN over the VGGish log-mel `[N, 96, 64]` -> `[N, 128]`, for CPU-sized synthetic runs.
-
-    Not part of the paper: configs for real data use VGGish.
-    """
-
-    def __init__(self, out_dim: int = 128, width: int = 32):
-        super().__init__()
-        layers, channels = [], 1
-        for out_channels in (width // 2, width, width * 2, width * 2):
-            layers += [nn.Conv2d(channels, out_channels, 3, padding=1), nn.BatchNorm2d(out_channels),
-                       nn.ReLU(inplace=True), nn.MaxPool2d(2)]
-            channels = out_channels
-        self.features = nn.Sequential(*layers)
-        self.head = nn.Linear(channels * 2, out_dim)
-        self.tokens_dim = channels
-
-    def forward(self, log_mel: Tensor) -> Tensor:
-        return self.embed(self.feature_map(log_mel))
-
-    def feature_map(self, log_mel: Tensor) -> Tensor:
-        """The time-frequency map `[N, 64, 6, 4]` (time x frequency) of the log-mel."""
-        return self.features(log_mel.reshape(-1, 1, 96, 64))
-
-    def embed(self, feature_map: Tensor) -> Tensor:
-        """`[N, C, 6, 4]` -> `[N, out_dim]` (mean and max pooled, then linear)."""
-        return self.head(torch.cat([feature_map.mean(dim=(2, 3)), feature_map.amax(dim=(2, 3))], dim=-1))
-
-
 def build_audio_encoder(config: Config) -> tuple[nn.Module, int]:
     """(audio encoder mapping log-mel `[N, 96, 64]` to `[N, dim]`, dim)."""
     audio = config.audio
@@ -60,7 +32,7 @@ def build_audio_encoder(config: Config) -> tuple[nn.Module, int]:
     if audio.encoder == "tiny":
         encoder = TinyAudioEncoder()
         if audio.tiny_weights:
-            from avseg.engine.audio_pretrain import load_tiny_weights
+            from avseg.audio.tiny import load_tiny_weights
 
             load_tiny_weights(encoder, audio.tiny_weights)
         return encoder, 128
@@ -131,9 +103,9 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
 
 def build_criterion(config: Config) -> nn.Module:
     """The loss of the configured model: QSD's set criterion or TPAVI's dense one."""
-    from avseg.dense_losses import DenseCriterion
-    from avseg.losses import SetCriterion
-    from avseg.matcher import HungarianMatcher
+    from avseg.models.dense_criterion import DenseCriterion
+    from avseg.models.criterion import SetCriterion
+    from avseg.models.matcher import HungarianMatcher
 
     loss, model = config.loss, config.model
     if model.name == "tpavi":

@@ -16,12 +16,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from avseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from avseg.engine.step import forward_batch
 from avseg.errors import UserError
 from avseg.report import figures
 
-IMAGENET_MEAN = np.array([0.485, 0.456, 0.406])
-IMAGENET_STD = np.array([0.229, 0.224, 0.225])
 SHOWN = {"binary": ("j", "f", "f_batch_independent"), "semantic": ("miou", "f", "miou_no_bg"),
          "cavp": ("miou", "f1", "fdr")}
 
@@ -34,7 +33,7 @@ def find_checkpoint(run_dir: Path) -> Path:
 
 
 def _frame_image(frame: torch.Tensor) -> np.ndarray:
-    image = frame.permute(1, 2, 0).cpu().numpy() * IMAGENET_STD + IMAGENET_MEAN
+    image = frame.permute(1, 2, 0).cpu().numpy() * np.array(IMAGENET_STD) + np.array(IMAGENET_MEAN)
     return (np.clip(image, 0, 1) * 255).astype(np.uint8)
 
 

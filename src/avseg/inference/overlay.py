@@ -17,7 +17,7 @@ import av
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-from avseg.video import DecodedFrame, VideoError, VideoInfo, iter_frames
+from avseg.inference.video import DecodedFrame, VideoError, VideoInfo, iter_frames
 
 ALPHA = 0.5  # weight of the class colour over the frame
 AAC_RATES = (96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350)

@@ -14,7 +14,7 @@ import soxr
 from PIL import Image
 
 from avseg.data.synth import SynthConfig, build_class_bank, synthesize_clip
-from avseg.video import mux_audio
+from avseg.audio.io import mux_audio
 
 ROOT = Path(__file__).resolve().parents[2]
 QSD_CONFIG = ROOT / "configs/cpu/qsd_r18_synth_avss.yaml"

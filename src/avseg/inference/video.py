@@ -340,17 +340,3 @@ class SilentTimeline:
 
     def __exit__(self, *exc) -> None:
         pass
-
-
-def mux_audio(container: av.container.OutputContainer, stream: av.AudioStream, samples: np.ndarray,
-              sample_rate: int, layout: str, chunk: int = 1024) -> None:
-    """Encode planar float audio `[channels, n]` into `stream` in `chunk`-sample frames, then flush it."""
-    samples = np.asarray(samples, dtype=np.float32)
-    for start in range(0, samples.shape[1], chunk):
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(samples[:, start : start + chunk]),
-                                           format="fltp", layout=layout)
-        frame.sample_rate = sample_rate
-        frame.pts = start
-        frame.time_base = Fraction(1, sample_rate)
-        container.mux(stream.encode(frame))
-    container.mux(stream.encode(None))

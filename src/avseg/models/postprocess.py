@@ -1,19 +1,17 @@
-"""From K per-frame mask predictions to one label map, and from a label map to set targets.
+"""From K per-frame mask predictions to one label map (qsd-method.md §4).
 
-`merge_masks` turns the model's K candidate objects into the segmentation output (qsd-method.md
-§4); `masks_to_targets` builds the matcher's per-frame targets from a class-id map.
+`merge_masks` turns the model's K candidate objects into the segmentation output;
+`foreground_probability` is the per-pixel "something sounds" probability of the binary tasks.
+The training targets built from a label map live with the data (`avseg.data.targets`).
 """
 
 from __future__ import annotations
 
-import numpy as np
 import torch
 import torch.nn.functional as F
-from scipy import ndimage
 from torch import Tensor
 
-from avseg.data.sample import BACKGROUND, SOUNDING
-from avseg.matcher import boxes_from_masks
+from avseg.structures import BACKGROUND
 
 
 @torch.no_grad()
@@ -60,52 +58,6 @@ def merge_masks(
     if binary:
         labels = (labels != BACKGROUND).long()
     return labels.long()
-
-
-def _components(foreground: Tensor, min_area: int) -> Tensor:
-    """8-connected components of bool `[H, W]` with at least `min_area` pixels, `[N, H, W]`.
-
-    If every component is smaller, the largest one is kept so that a frame with sounding
-    pixels never ends up without a target.
-    """
-    components, count = ndimage.label(foreground.cpu().numpy(), structure=np.ones((3, 3)))
-    if count == 0:
-        return torch.zeros((0, *foreground.shape), dtype=torch.bool, device=foreground.device)
-    ids = torch.arange(1, count + 1).view(-1, 1, 1)
-    masks = torch.from_numpy(components).unsqueeze(0) == ids
-    areas = masks.flatten(1).sum(dim=1)
-    keep = areas >= min_area
-    if not keep.any():
-        keep = areas == areas.max()
-        keep &= keep.cumsum(0) == 1  # first of the largest
-    return masks[keep].to(foreground.device)
-
-
-def masks_to_targets(semantic: Tensor, *, class_agnostic: bool, min_area: int) -> dict[str, Tensor]:
-    """Matcher targets of one frame from its class-id map.
-
-    Semantic data: one target per class present (background 0 excluded), dropping classes with
-    fewer than `min_area` pixels. Class-agnostic data: the foreground (id > 0) split into
-    8-connected components, those under `min_area` pixels dropped (unless all are: then the
-    largest is kept), each labelled "sounding" (1).
-
-    Args:
-        semantic: int64 `[H, W]` class ids, 0 = background.
-
-    Returns:
-        {"labels": int64 [N] (>= 1), "masks": bool [N, H, W],
-         "boxes": float32 [N, 4] (cx, cy, w, h) normalised by W, H}.
-    """
-    if class_agnostic:
-        masks = _components(semantic != BACKGROUND, min_area)
-        labels = torch.full((masks.shape[0],), SOUNDING, dtype=torch.int64, device=semantic.device)
-    else:
-        class_ids = torch.unique(semantic)
-        class_ids = class_ids[class_ids != BACKGROUND]
-        masks = semantic.unsqueeze(0) == class_ids.view(-1, 1, 1)
-        keep = masks.flatten(1).sum(dim=1) >= min_area
-        masks, labels = masks[keep], class_ids[keep].to(torch.int64)
-    return {"labels": labels, "masks": masks, "boxes": boxes_from_masks(masks)}
 
 
 @torch.no_grad()

@@ -2,7 +2,7 @@
 
 import torch
 
-from avseg.dense_losses import DenseCriterion
+from avseg.models.dense_criterion import DenseCriterion
 
 
 def test_binary_loss_small_for_perfect_and_large_for_inverted():

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from avseg.audio import load_audio, to_mono_16k
-from avseg.overlay import MaskPainter
-from avseg.video import AudioTimeline, DecodedFrame, VideoError, iter_frames, probe_video, sample_frames
+from avseg.inference.overlay import MaskPainter
+from avseg.inference.video import AudioTimeline, DecodedFrame, VideoError, iter_frames, probe_video, sample_frames
 
 
 def _frames(times, duration=None):

@@ -15,9 +15,9 @@ import torch
 from PIL import Image
 
 from avseg.cli import main
-from avseg.frame_output import OutputRules, box_of, frame_output, token_map
-from avseg.postprocess import merge_masks
-from avseg.video import VideoError
+from avseg.inference.frame_output import OutputRules, box_of, frame_output, token_map
+from avseg.models.postprocess import merge_masks
+from avseg.inference.video import VideoError
 
 pytestmark = pytest.mark.timeout(300)
 
@@ -86,7 +86,7 @@ def test_thirty_second_video_streams_one_frame_per_second(tmp_path, capsys, make
 
 
     # streaming: the first results come out long before the video is decoded to its end
-    import avseg.predict as module
+    import avseg.inference.predictor as module
 
     decoded = []
     original = module.iter_frames

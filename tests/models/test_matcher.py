@@ -5,7 +5,8 @@ import torch
 import torch.nn.functional as F
 from torchvision.ops import box_convert, generalized_box_iou
 
-from avseg.matcher import HungarianMatcher, boxes_from_masks, resize_masks
+from avseg.models.matcher import HungarianMatcher, resize_masks
+from avseg.structures import boxes_from_masks
 
 NUM_CLASSES = 3
 

@@ -19,7 +19,9 @@ import torch
 import torch.nn.functional as F
 from scipy.optimize import linear_sum_assignment
 from torch import Tensor, nn
-from torchvision.ops import box_convert, generalized_box_iou, masks_to_boxes
+from torchvision.ops import box_convert, generalized_box_iou
+
+from avseg.structures import boxes_from_masks
 
 
 def label_columns(labels: Tensor, num_classes: int) -> Tensor:
@@ -40,18 +42,6 @@ def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
     if tuple(masks.shape[-2:]) == tuple(size):
         return masks
     return F.interpolate(masks.unsqueeze(1), size=size, mode="area").squeeze(1)
-
-
-def boxes_from_masks(masks: Tensor) -> Tensor:
-    """Boxes float32 `[N, 4]` (cx, cy, w, h) in [0, 1] of masks `[N, H, W]`; empty mask -> 0s."""
-    height, width = masks.shape[-2:]
-    if masks.shape[0] == 0:
-        return torch.zeros((0, 4), dtype=torch.float32, device=masks.device)
-    xyxy = masks_to_boxes(masks.bool().to(torch.uint8)).float()
-    filled = masks.flatten(1).any(dim=1)
-    xyxy[:, 2:] += filled.float().unsqueeze(1)  # inclusive last pixel -> pixel extent
-    xyxy = xyxy / torch.tensor([width, height, width, height], device=xyxy.device)
-    return box_convert(xyxy, in_fmt="xyxy", out_fmt="cxcywh")
 
 
 def target_boxes(target: dict[str, Tensor]) -> Tensor:

@@ -1,6 +1,6 @@
-"""The page's bundled examples: small synthetic videos with sound, made here, never downloaded.
+"""Synthetic example videos with sound (mp4), made here, never downloaded: for the app, the demo and benchmarks.
 
-On the first start without `--examples`, three clips of the synthetic benchmark
+The app's bundled examples: on its first start without `--examples`, three clips of the synthetic benchmark
 (`avseg.data.synth`) are written as mp4 (H.264 or MPEG-4 video, AAC audio) into a cache folder
 and reused afterwards. When the model's class names are those of a synthetic class bank (a model
 trained on `avseg synth` data, seed 0), the clips are drawn from that bank, so a trained model
@@ -21,8 +21,8 @@ import numpy as np
 import soxr
 from PIL import Image
 
+from avseg.audio.io import mux_audio
 from avseg.errors import UserError
-from avseg.video import mux_audio
 
 VIDEO_SUFFIXES = (".mp4", ".m4v", ".mov", ".mkv", ".webm", ".avi")
 EXAMPLES_VERSION = 1  # bump when the clips change: a new cache folder is written

@@ -1,8 +1,9 @@
 import pytest
 import torch
 
-from avseg.losses import SetCriterion
-from avseg.matcher import HungarianMatcher, boxes_from_masks
+from avseg.models.criterion import SetCriterion
+from avseg.models.matcher import HungarianMatcher
+from avseg.structures import boxes_from_masks
 
 NUM_CLASSES = 3
 K = 4

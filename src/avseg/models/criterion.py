@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
-from avseg.matcher import HungarianMatcher, label_columns, resize_masks, target_boxes
+from avseg.models.matcher import HungarianMatcher, label_columns, resize_masks, target_boxes
 
 SEG_LOSSES = ("loss_ce", "loss_mask", "loss_dice", "loss_bbox", "loss_giou")
 DEFAULT_WEIGHTS = {

@@ -1,22 +1,21 @@
 """`avseg predict VIDEO [VIDEO ...] --out DIR (--checkpoint CKPT | --config CFG --random-init)`.
 
-One Predictor for all inputs; each video is processed as a stream (`avseg.predict`). A video that
+One Predictor for all inputs; each video is processed as a stream (`avseg.inference.predictor`). A video that
 fails is reported in one line naming it and the others go on; the exit status is then 1.
 """
 
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 import warnings
 from pathlib import Path
 
+from avseg.config import OVERRIDE_PATTERN
 from avseg.errors import UserError
-from avseg.predict import DEFAULT_WINDOW, RANDOM_INIT_WARNING, Predictor, check_audio
-from avseg.video import probe_video
+from avseg.inference.predictor import DEFAULT_WINDOW, RANDOM_INIT_WARNING, Predictor, check_audio
+from avseg.inference.video import probe_video
 
-_OVERRIDE = re.compile(r"^[A-Za-z_][\w.]*=")
 
 
 def add_model_arguments(parser: argparse.ArgumentParser, meaningless: str) -> None:
@@ -54,7 +53,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
     videos, overrides = [], []
     for item in inputs:
-        if _OVERRIDE.match(item) and not Path(item).exists():
+        if OVERRIDE_PATTERN.match(item) and not Path(item).exists():
             overrides.append(item)
         else:
             videos.append(Path(item))
@@ -105,7 +104,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 def run_cli(args: argparse.Namespace) -> int:
     videos, overrides = _split_inputs(args.inputs)
     for item in args.random_init or ():
-        if not _OVERRIDE.match(item):
+        if not OVERRIDE_PATTERN.match(item):
             raise UserError(f"--random-init {item}: expected a dotted config override KEY=VALUE "
                             "(e.g. data.image_size=64); put videos before the options")
         overrides.append(item)

@@ -30,8 +30,17 @@ from avseg.config import Config, load_config
 from avseg.data.palette import voc_palette
 from avseg.data.transforms import resize_square, to_normalized_tensor
 from avseg.errors import UserError
-from avseg.frame_output import OutputRules, frame_output
-from avseg.video import (
+from avseg.inference.frame_output import OutputRules, frame_output
+from avseg.inference.records import (
+    FrameResult,
+    FrameTally,
+    PendingFrame,
+    cut_wave,
+    expected_samples,
+    save_class_map,
+    video_report,
+)
+from avseg.inference.video import (
     AudioTimeline,
     DecodedFrame,
     SilentTimeline,
@@ -48,40 +57,6 @@ SECOND_SAMPLES = SAMPLE_RATE  # what the TD ablation's separator gets per frame
 RANDOM_INIT_WARNING = ("RANDOM INIT: the model has random weights; every mask, score and box it "
                        "outputs is MEANINGLESS (use this for smoke and speed runs only)")
 BINARY_DATASETS = ("s4", "ms3")
-
-
-@dataclass
-class FrameResult:
-    """The prediction for one sampled frame.
-
-    Attributes:
-        index: position among the sampled frames (0, 1, ...).
-        time: the sample time in seconds (0, 1, 2, ... at the default 1 fps).
-        frame_index: decode index of the input frame used; frame_time: its timestamp (s).
-        class_map: `[H, W]` class ids at the input's size (uint8, or int32 over 256 classes).
-        objects: `{"class", "class_id", "score", "box": [x0, y0, x1, y1]}` in input pixels
-            (x1, y1 exclusive), best score first.
-    """
-
-    index: int
-    time: float
-    frame_index: int
-    frame_time: float
-    class_map: np.ndarray
-    objects: list[dict] = field(default_factory=list)
-
-
-@dataclass
-class _Item:
-    """A sampled frame waiting for the model."""
-
-    time: float
-    frame_index: int
-    frame_time: float
-    image: Tensor  # [3, S, S] normalised
-    log_mel: np.ndarray  # [96, 64]
-    wave: np.ndarray | None  # [16000] for the TD separator, else None
-    size: tuple[int, int]  # (H, W) of the input
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -108,15 +83,6 @@ def check_audio(info: VideoInfo, allow_silent: bool) -> None:
     if info.audio is None and not allow_silent:
         raise VideoError(f"video {info.path}: has no audio track, and the model segments what it hears; "
                          "pass --allow-silent (allow_silent=True) to run it on silence")
-
-
-def _cut(wave: np.ndarray, start: int, length: int) -> np.ndarray:
-    """`wave[start : start + length]`, zero-padded where it falls outside `wave`."""
-    out = np.zeros(length, dtype=np.float32)
-    lo, hi = max(start, 0), min(start + length, len(wave))
-    if hi > lo:
-        out[lo - start : hi - start] = wave[lo:hi]
-    return out
 
 
 class Predictor:
@@ -204,12 +170,12 @@ class Predictor:
         return vggish_log_mel(wave[:AUDIO_SAMPLES], SAMPLE_RATE, num_examples=1)[0]
 
     def _item(self, time: float, frame_index: int, frame_time: float, rgb: np.ndarray,
-              wave: np.ndarray) -> _Item:
-        return _Item(time, frame_index, frame_time, self._image(rgb), self._log_mel(wave),
+              wave: np.ndarray) -> PendingFrame:
+        return PendingFrame(time, frame_index, frame_time, self._image(rgb), self._log_mel(wave),
                      wave if self.uses_waveform else None, rgb.shape[:2])
 
     @torch.inference_mode()
-    def _run(self, windows: list[list[_Item]]) -> list[list[tuple[np.ndarray, list[dict]]]]:
+    def _run(self, windows: list[list[PendingFrame]]) -> list[list[tuple[np.ndarray, list[dict]]]]:
         """Run B windows of T items each (same T); per window, per item (class map, objects)."""
         frames = torch.stack([torch.stack([item.image for item in w]) for w in windows]).to(self.device)
         log_mel = torch.from_numpy(np.stack([np.stack([item.log_mel for item in w]) for w in windows]))
@@ -252,7 +218,7 @@ class Predictor:
             mono = to_mono_16k(waveform, sample_rate).astype(np.float32)
         items = []
         for index, (time, rgb) in enumerate(zip(times, frames)):
-            wave = _cut(mono, int(round(time * SAMPLE_RATE)), SECOND_SAMPLES)
+            wave = cut_wave(mono, int(round(time * SAMPLE_RATE)), SECOND_SAMPLES)
             items.append(self._item(time, index, time, np.ascontiguousarray(rgb), wave))
         if not items:
             return []
@@ -283,7 +249,7 @@ class Predictor:
                                      batch=batch, progress=progress)
 
     def _results(self, info: VideoInfo, audio, *, rate: float | None, window: int | None, batch: int,
-                 progress: bool, tally: _Tally | None = None) -> Iterator[FrameResult]:
+                 progress: bool, tally: FrameTally | None = None) -> Iterator[FrameResult]:
         window = window or DEFAULT_WINDOW
         if window < 1 or batch < 1:
             raise UserError(f"--window ({window}) and --batch ({batch}) must be at least 1")
@@ -291,15 +257,15 @@ class Predictor:
             raise UserError(f"--fps {rate}: must be a positive number of frames per second")
         from tqdm import tqdm
 
-        tally = tally or _Tally(info.fps)
-        total = _expected_samples(info, rate)
+        tally = tally or FrameTally(info.fps)
+        total = expected_samples(info, rate)
         bar = tqdm(total=total, unit="frame", desc=info.path.name, disable=not progress, leave=False,
                    dynamic_ncols=True, file=sys.stderr)
-        pending: list[_Item] = []
-        history: deque[_Item] = deque(maxlen=window)
+        pending: list[PendingFrame] = []
+        history: deque[PendingFrame] = deque(maxlen=window)
         counter = 0
 
-        def emit(items: list[_Item], results) -> Iterator[FrameResult]:
+        def emit(items: list[PendingFrame], results) -> Iterator[FrameResult]:
             nonlocal counter
             for item, (class_map, objects) in zip(items, results):
                 history.append(item)
@@ -329,7 +295,7 @@ class Predictor:
         finally:
             bar.close()
 
-    def _item_from_frame(self, time: float, decoded: DecodedFrame, info: VideoInfo, audio) -> _Item:
+    def _item_from_frame(self, time: float, decoded: DecodedFrame, info: VideoInfo, audio) -> PendingFrame:
         rgb = decoded.to_rgb(info.width, info.height)
         return self._item(time, decoded.index, decoded.time, rgb, audio.window(time, SECOND_SAMPLES))
 
@@ -344,14 +310,14 @@ class Predictor:
         "mask" entries are None; `on_frame` gets every `FrameResult` (with its class map) as it
         is produced, so the maps need not be kept.
         """
-        from avseg.overlay import OverlayWriter
+        from avseg.inference.overlay import OverlayWriter
 
         info = probe_video(path)
         window = window or DEFAULT_WINDOW
         out = Path(out_dir) if out_dir is not None else None
         writer = None
         entries: list[dict] = []
-        tally = _Tally(info.fps)
+        tally = FrameTally(info.fps)
         with self.open_audio(info, allow_silent) as audio:
             silent = isinstance(audio, SilentTimeline)
             if out is not None:
@@ -369,7 +335,7 @@ class Predictor:
                     mask_path = None
                     if out is not None:
                         mask_path = f"masks/frame_{result.index:06d}.png"
-                        self._save_mask(result.class_map, out / mask_path)
+                        save_class_map(result.class_map, out / mask_path)
                     if writer is not None:
                         writer.push(result.frame_index, result.class_map)
                     entries.append({"time": result.time, "frame_time": result.frame_time,
@@ -387,63 +353,8 @@ class Predictor:
                 warnings.warn(f"video {info.path}: the audio track holds no samples: the model heard silence",
                               stacklevel=2)
                 silent = True
-        report = self._report(info, tally, silent, rate=None if every_frame else fps, window=window,
+        report = video_report(self, info, tally, silent, rate=None if every_frame else fps, window=window,
                               overlay=writer is not None, frames=entries)
         if out is not None:
             (out / "predictions.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
         return report
-
-    def _save_mask(self, class_map: np.ndarray, path: Path) -> None:
-        if class_map.dtype == np.uint8:
-            image = Image.fromarray(class_map)  # L; putpalette makes it P, same pixel values
-            image.putpalette(voc_palette(256).reshape(-1).tolist())
-        else:
-            image = Image.fromarray(class_map.astype(np.uint16))
-        image.save(path)
-
-    def _report(self, info: VideoInfo, tally: _Tally, silent: bool, *, rate, window, overlay, frames) -> dict:
-        audio = None
-        if info.audio is not None:
-            audio = {"sample_rate": info.audio.sample_rate, "channels": info.audio.channels,
-                     "codec": info.audio.codec}
-        m = self.config.model
-        return {
-            "video": {"path": str(info.path), "width": info.width, "height": info.height,
-                      "fps": round(info.fps, 6) if info.fps else None, "duration": round(tally.end, 6),
-                      "frames": tally.count, "codec": info.codec, "audio": audio},
-            "model": {"checkpoint": self.checkpoint, "config": self.config_path, "name": m.name,
-                      "backbone": m.backbone, "dataset": self.config.data.dataset, "classes": self.class_names,
-                      "image_size": self.image_size, "window": window, "random_init": self.random_init,
-                      "mask_threshold": self.mask_threshold, "score_threshold": self.score_threshold},
-            "sampling": {"mode": "every_frame" if rate is None else "fps", "fps": rate,
-                         "audio": "16 kHz mono, the 0.975 s starting at each frame's time"},
-            "silent": silent,
-            "overlay": "overlay.mp4" if overlay else None,
-            "frames": frames,
-        }
-
-
-class _Tally:
-    """Counts decoded frames and remembers where the last one ends (the video's duration)."""
-
-    def __init__(self, fps: float | None = None):
-        self.count, self.end = 0, 0.0
-        self._gap = 1.0 / fps if fps else 0.0  # the last frame's duration until two frames are seen
-
-    def wrap(self, frames: Iterator[DecodedFrame]) -> Iterator[DecodedFrame]:
-        previous = None
-        for frame in frames:
-            if previous is not None and frame.time > previous:
-                self._gap = frame.time - previous
-            self.count += 1
-            self.end = frame.time + (frame.duration or self._gap)
-            previous = frame.time
-            yield frame
-
-
-def _expected_samples(info: VideoInfo, rate: float | None) -> int | None:
-    if rate is None:
-        if info.frames_hint:
-            return info.frames_hint
-        return int(round(info.duration_hint * info.fps)) if info.duration_hint and info.fps else None
-    return max(1, int(np.ceil(info.duration_hint * rate - 0.5))) if info.duration_hint else None

@@ -1,0 +1,34 @@
+"""`avseg train CONFIG [key=value ...] [--resume CKPT|auto]`: the command around `avseg.engine.train.train`."""
+
+from __future__ import annotations
+
+import os
+import warnings
+
+from avseg.config import load_config
+from avseg.engine.train import BEST, LAST, train
+
+
+def add_cli_arguments(parser) -> None:
+    parser.add_argument("config", help="YAML config (configs/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="config overrides, e.g. train.epochs=2 data.root=data/s4")
+    parser.add_argument("--resume", metavar="CKPT|auto",
+                        help="continue from a checkpoint's exact state; 'auto' = OUTPUT_DIR/last.pt if it exists")
+    parser.epilog = ("Multi-GPU: torchrun --nproc_per_node N -m avseg.cli train CONFIG ...; "
+                     "see docs/training.md (multi-node, AMP, determinism, CAVP pairing).")
+
+
+def run_cli(args) -> int:
+    config = load_config(args.config, args.overrides)
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+        summary = train(config, resume=args.resume)
+    if int(os.environ.get("RANK", "0")) != 0:
+        return 0
+    if summary.get("best_metric") is not None:
+        print(f"best val {summary['main_metric']} = {summary['best_metric']:.4f} at step {summary['best_step']} "
+              f"({summary['output_dir']}/{BEST})")
+    print(f"trained {summary['steps']} steps ({summary['epochs']} epochs); last checkpoint "
+          f"{summary['output_dir']}/{LAST}")
+    return 0
