@@ -42,7 +42,7 @@ def every_object_ids(synth_root: Path, clip_ids: list[str], slots: int, size: tu
     return torch.cat(maps)
 
 
-def _shuffled(batch, previous):
+def shuffled_audio_batch(batch, previous):
     """The batch with every clip's audio taken from another clip: the previous clip of the batch
     (a derangement when B >= 2), or for a batch of one clip the previous batch's first clip.
     Returns None for a one-clip first batch (no other audio seen yet)."""
@@ -86,7 +86,7 @@ def evaluate_baselines(model: nn.Module, loader, config: Config, *, synth_root: 
         if "every_object" in metrics:
             ids = every_object_ids(synth_root, batch.clip_ids, batch.frames.shape[1], size, task == "binary").to(device)
             metrics["every_object"].update(batch, {"foreground": (ids > 0).float(), "ids": ids})
-        shuffled = _shuffled(batch, previous)
+        shuffled = shuffled_audio_batch(batch, previous)
         if shuffled is not None:
             metrics["shuffled_audio"].update(batch, predict(forward_batch(model, shuffled), task, size))
         previous = batch

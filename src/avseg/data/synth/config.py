@@ -42,6 +42,11 @@ class SynthConfig:
         avss_subsets: AVSS subsets to write; None = from `frames`, else all [--avss-subsets].
         split: train/val/test shares, normalised to sum 1 [--split].
         workers: processes; None = min(2, cpus); never changes the output [--workers].
+        max_sources: at most this many source objects in a multi-source clip; None = all but
+            one of the scene's objects [--max-sources].
+        offscreen_share: share of clips that also carry an off-screen sound: a class that is not
+            in the scene sounds in some seconds, is heard in the mix and is never labelled
+            [--offscreen-share].
     """
 
     seed: int = 0
@@ -55,12 +60,30 @@ class SynthConfig:
     avss_subsets: tuple[str, ...] | None = None
     split: tuple[float, float, float] = (0.7, 0.15, 0.15)
     workers: int | None = None
+    max_sources: int | None = None
+    offscreen_share: float = 0.0
 
     def to_dict(self) -> dict:
         """The options that decide the data (everything but `workers`), JSON-ready."""
         out = asdict(self)
         out.pop("workers")
         return {key: list(value) if isinstance(value, tuple) else value for key, value in out.items()}
+
+
+# Difficulty tiers (`--tier`, docs/synth.md): the SNR of one source over the noise, fixed per tier;
+# all tiers show 2-5 objects with 1-4 simultaneous sources, visible silent objects and, in a
+# quarter of the clips, an off-screen sound.
+TIERS = {"easy": 10.0, "medium": 0.0, "hard": -5.0}
+TIER_OPTIONS = {"objects": (2, 5), "max_sources": 4, "offscreen_share": 0.25}
+
+
+def tier_config(tier: str, **options) -> SynthConfig:
+    """The `SynthConfig` of a difficulty tier ("easy", "medium", "hard"); `options` override."""
+    if tier not in TIERS:
+        raise UserError(f"--tier must be one of {', '.join(TIERS)}, got {tier!r}")
+    values = dict(TIER_OPTIONS, snr_db=(TIERS[tier], TIERS[tier]))
+    values.update(options)
+    return SynthConfig(**values)
 
 
 def default_workers() -> int:
@@ -98,6 +121,13 @@ def _check_counts(layout: str, config: SynthConfig) -> None:
     shares = tuple(config.split)
     if len(shares) != 3 or any(s < 0 or not math.isfinite(s) for s in shares) or sum(shares) <= 0:
         raise UserError(f"--split needs three shares train,val,test >= 0 with a positive sum, got {shares}")
+    if config.max_sources is not None and config.max_sources < 1:
+        raise UserError(f"--max-sources must be >= 1, got {config.max_sources}")
+    if not 0.0 <= config.offscreen_share <= 1.0:
+        raise UserError(f"--offscreen-share must lie in [0, 1], got {config.offscreen_share}")
+    if config.offscreen_share > 0 and config.objects[1] >= config.num_classes:
+        raise UserError(f"--offscreen-share needs a class that is not on screen: --objects max {config.objects[1]} "
+                        f"must be below --num-classes {config.num_classes}")
     if config.workers is not None and config.workers < 1:
         raise UserError(f"--workers must be >= 1, got {config.workers}")
 

@@ -105,7 +105,8 @@ def _info(layout: str, config: SynthConfig, subsets, bank, summary: SynthSummary
         "subsets": [s for s in subsets if s],
         "sample_rate": SAMPLE_RATE,
         "clip_extras": "_synth/clips/{clip_id}.npz: instances uint8 [T,H,W] (object i -> i+1), "
-                       "class_ids int16 [N], sounding bool [N,T], depth int16 [N], snr_db, multi_source",
+                       "class_ids int16 [N], sounding bool [N,T], depth int16 [N], snr_db, multi_source, "
+                       "offscreen_class int16 (-1: none), offscreen_sounding bool [T]",
         "classes": [cls.to_dict() for cls in bank],
     }
     if summary is not None:
@@ -169,10 +170,14 @@ def _run_all(layout: str, out: Path, config: SynthConfig, plans: list[ClipPlan],
     return rows
 
 
-def generate(layout: str, out: Path, config: SynthConfig, progress: bool = False) -> SynthSummary:
+def generate(layout: str, out: Path, config: SynthConfig, progress: bool = False,
+             splits: tuple[str, ...] | None = None) -> SynthSummary:
     """Write `config.clips` synthetic clips into `out` in the official `layout` (s4, ms3, avss).
 
-    Same (layout, config) -> the same bytes in every file, whatever `config.workers`.
+    Same (layout, config) -> the same bytes in every file, whatever `config.workers`. `splits`
+    writes only the clips of those splits (the same clips, ids and bytes as a full run would
+    write): e.g. the test split re-mixed at another SNR (`snr_db=(x, x)`: same scenes, sources
+    and noise, only their balance changes).
 
     Raises:
         UserError for a bad option or an unusable `out`.
@@ -181,6 +186,11 @@ def generate(layout: str, out: Path, config: SynthConfig, progress: bool = False
     out = Path(out)
     subsets = resolve_subsets(layout, config)
     plans = plan_clips(layout, config, subsets)
+    if splits is not None:
+        unknown = sorted(set(splits) - set(layouts.SPLITS))
+        if unknown:
+            raise UserError(f"splits {', '.join(unknown)}: expected some of {', '.join(layouts.SPLITS)}")
+        plans = [plan for plan in plans if plan.split in splits]
     bank = build_class_bank(config.seed, config.num_classes)
     prepare_out(out)
     write_text(out / SYNTH_DIR / "info.json", _info(layout, config, subsets, bank, None))

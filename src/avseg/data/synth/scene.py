@@ -6,9 +6,14 @@ and how they move, so the frames alone cannot tell a sounding object from a sile
 the audio can.
 
 - single-source clip: one object, chosen uniformly, sounds in every second; the others are silent.
-- multi-source clip: k >= 2 source objects (at most all but one when the scene has 3+ objects);
-  each switches on or off per second (p = 0.6), at least one sounds in most seconds (a silent
-  second is kept with probability 0.15) and every source sounds at least once.
+- multi-source clip: k >= 2 source objects (at most all but one when the scene has 3+ objects,
+  and at most `max_sources`); each switches on or off per second (p = 0.6), at least one sounds
+  in most seconds (a silent second is kept with probability 0.15) and every source sounds at
+  least once.
+- off-screen sound (a share `offscreen_share` of the clips): a class absent from the scene
+  sounds in some seconds (p = 0.6, at least one); it is in the mix, never in the labels. It is
+  drawn from a fourth random stream, so the scene, the schedule and the on-screen sounds are the
+  same with or without it.
 """
 
 from __future__ import annotations
@@ -53,6 +58,8 @@ class SynthClip:
         objects: the object table.
         snr_db: one source's power over the background noise power.
         multi_source: whether the clip was drawn as a multi-source clip.
+        offscreen_class: class id of the off-screen sound, or -1 when the clip has none.
+        offscreen_sounding: bool `[T]`, the seconds in which the off-screen sound is heard.
     """
 
     frames: np.ndarray
@@ -62,6 +69,8 @@ class SynthClip:
     objects: tuple[SynthObject, ...]
     snr_db: float
     multi_source: bool
+    offscreen_class: int = -1
+    offscreen_sounding: tuple[bool, ...] = ()
 
     @property
     def num_frames(self) -> int:
@@ -82,15 +91,22 @@ class SynthClip:
         return [obj.name for obj in sorted(self.objects, key=lambda o: o.class_id) if any(obj.sounding)]
 
 
-def _schedule(num_objects: int, num_frames: int, multi_source: bool, rng: np.random.Generator) -> np.ndarray:
+def _on_off(count: int, num_frames: int, rng: np.random.Generator) -> np.ndarray:
+    """Per-second flags of `count` sources, bool `[count, num_frames]` (p = 0.6 each)."""
+    return rng.random((count, num_frames)) < P_ON
+
+
+def _schedule(num_objects: int, num_frames: int, multi_source: bool, rng: np.random.Generator,
+              max_sources: int | None = None) -> np.ndarray:
     """Sounding flags, bool `[num_objects, num_frames]`."""
     sounding = np.zeros((num_objects, num_frames), dtype=bool)
     if not multi_source:
         sounding[rng.integers(num_objects)] = True
         return sounding
-    count = int(rng.integers(2, max(2, num_objects - 1) + 1))
+    most = max(2, num_objects - 1) if max_sources is None else max(2, min(num_objects - 1, max_sources))
+    count = int(rng.integers(2, most + 1))
     sources = rng.permutation(num_objects)[:count]
-    flags = rng.random((count, num_frames)) < P_ON
+    flags = _on_off(count, num_frames, rng)
     for second in range(num_frames):
         if not flags[:, second].any() and rng.random() >= P_KEEP_SILENT_SECOND:
             flags[rng.integers(count), second] = True
@@ -166,8 +182,9 @@ def _render(classes: list[SynthClass], radii: np.ndarray, num_frames: int, size:
 
 
 def _audio(classes: list[SynthClass], sounding: np.ndarray, snr_db: float,
-           rng: np.random.Generator) -> np.ndarray:
-    """The clip's waveform, float32 `[T * 16000]`."""
+           rng: np.random.Generator, offscreen: tuple[SynthClass, np.ndarray, np.random.Generator] | None = None
+           ) -> np.ndarray:
+    """The clip's waveform, float32 `[T * 16000]`; `offscreen` = (class, flags [T], its generator)."""
     num_samples = sounding.shape[1] * SAMPLE_RATE
     sources, gains = [], []
     for cls, on in zip(classes, sounding):
@@ -177,11 +194,31 @@ def _audio(classes: list[SynthClass], sounding: np.ndarray, snr_db: float,
             gains.append(10.0 ** (rng.uniform(-2.0, 2.0) / 20.0))
     noise = background_noise(num_samples, rng)
     active = sounding[sounding.any(axis=1)]
+    if offscreen is not None:
+        cls, on, off_rng = offscreen
+        primary, params = jitter_sound(cls.sound, off_rng)
+        sources.append(render_sound(cls.sound.family, primary, params, num_samples, off_rng))
+        gains.append(10.0 ** (off_rng.uniform(-2.0, 2.0) / 20.0))
+        active = np.concatenate([active, on[None]])
     return mix_clip(sources, np.array(gains), active, noise, snr_db)
 
 
+def _offscreen(class_bank: ClassBank, visible: np.ndarray, num_frames: int, share: float,
+               rng: np.random.Generator) -> tuple[SynthClass, np.ndarray] | None:
+    """An off-screen sound for this clip (a class not in `visible`, per-second flags), or None."""
+    if share <= 0 or rng.random() >= share:
+        return None
+    hidden = [k for k in range(len(class_bank)) if k not in set(int(v) for v in visible)]
+    if not hidden:
+        return None
+    flags = _on_off(1, num_frames, rng)[0]
+    if not flags.any():
+        flags[rng.integers(num_frames)] = True
+    return class_bank[int(hidden[int(rng.integers(len(hidden)))])], flags
+
+
 def _streams(rng_seed) -> list[np.random.Generator]:
-    """Three independent generators (scene, sounding schedule, audio) from one clip seed.
+    """Four independent generators (scene, sounding schedule, audio, off-screen sound) from one clip seed.
 
     Derived statelessly (no `SeedSequence.spawn`, which counts its calls), so the same seed object
     gives the same clip every time. Pixels come from the scene stream alone: who sounds cannot
@@ -190,7 +227,7 @@ def _streams(rng_seed) -> list[np.random.Generator]:
     seq = rng_seed if isinstance(rng_seed, np.random.SeedSequence) else np.random.SeedSequence(rng_seed)
     return [
         np.random.default_rng(np.random.SeedSequence(seq.entropy, spawn_key=(*seq.spawn_key, stream)))
-        for stream in range(3)
+        for stream in range(4)
     ]
 
 
@@ -206,7 +243,7 @@ def synthesize_clip(config: SynthConfig, class_bank: ClassBank, rng_seed, num_fr
         num_frames: T, frames = seconds.
         multi_source: draw a multi-source clip.
     """
-    scene_rng, schedule_rng, audio_rng = _streams(rng_seed)
+    scene_rng, schedule_rng, audio_rng, offscreen_rng = _streams(rng_seed)
     low, high = config.objects
     if low < 2 or high < low or high > len(class_bank):
         raise ValueError(f"objects {low},{high}: need 2 <= min <= max <= {len(class_bank)} classes")
@@ -215,9 +252,11 @@ def synthesize_clip(config: SynthConfig, class_bank: ClassBank, rng_seed, num_fr
     classes = [class_bank[int(k)] for k in picked]
     radii = scene_rng.uniform(*RADIUS_RANGE, size=count) * config.image_size
     frames, instances, order = _render(classes, radii, num_frames, config.image_size, scene_rng)
-    sounding = _schedule(count, num_frames, multi_source, schedule_rng)
+    sounding = _schedule(count, num_frames, multi_source, schedule_rng, config.max_sources)
     snr_db = float(audio_rng.uniform(*config.snr_db))
-    waveform = _audio(classes, sounding, snr_db, audio_rng)
+    offscreen = _offscreen(class_bank, picked, num_frames, config.offscreen_share, offscreen_rng)
+    waveform = _audio(classes, sounding, snr_db, audio_rng,
+                      None if offscreen is None else (*offscreen, offscreen_rng))
     lookup = np.zeros((num_frames, count + 1), dtype=np.int32)
     lookup[:, 1:] = np.where(sounding.T, [c.class_id for c in classes], 0)
     semantic = np.take_along_axis(lookup, instances.reshape(num_frames, -1).astype(np.int64), axis=1)
@@ -226,5 +265,6 @@ def synthesize_clip(config: SynthConfig, class_bank: ClassBank, rng_seed, num_fr
         SynthObject(c.class_id, c.name, tuple(bool(x) for x in sounding[i]), float(radii[i]), int(depth[i]))
         for i, c in enumerate(classes)
     )
+    off_class, off_flags = (-1, ()) if offscreen is None else (offscreen[0].class_id, tuple(bool(x) for x in offscreen[1]))
     return SynthClip(frames, waveform, semantic.reshape(instances.shape), instances, objects, snr_db,
-                     bool(multi_source))
+                     bool(multi_source), off_class, off_flags)

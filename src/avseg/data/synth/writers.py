@@ -136,6 +136,8 @@ def write_clip(root: Path, layout: str, plan: ClipPlan, clip: SynthClip) -> list
         "depth": np.array([obj.depth for obj in clip.objects], dtype=np.int16),
         "snr_db": np.float32(clip.snr_db),
         "multi_source": np.bool_(clip.multi_source),
+        "offscreen_class": np.int16(clip.offscreen_class),
+        "offscreen_sounding": np.array(clip.offscreen_sounding or [False] * clip.num_frames, dtype=bool),
     })
     if layout == "s4":
         return [plan.vid, "0", names[0], plan.split]

@@ -1,0 +1,34 @@
+"""`avseg study SPEC [key=value ...] --out DIR`: run, resume or re-aggregate a study (docs/study.md)."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from avseg.study.spec import load_spec
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", type=Path, help="a study spec YAML (configs/study/*.yaml)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value",
+                        help="spec overrides, e.g. seeds=[0,1] schedule.epochs=4")
+    parser.add_argument("--out", type=Path, required=True,
+                        help="study folder; the same command resumes a killed study there")
+    parser.add_argument("--report-only", action="store_true",
+                        help="only re-aggregate the finished runs into results.json / results.md / report.html")
+
+
+def run_cli(args: argparse.Namespace) -> int:
+    from avseg.study.aggregate import write_results
+    from avseg.study.runner import machine, run_study
+
+    spec = load_spec(args.spec, args.overrides)
+    started = time.perf_counter()
+    if args.report_only:
+        results = write_results(spec, args.out, session_seconds=0.0, machine=machine())
+    else:
+        results = run_study(spec, args.out, log=lambda message: print(message, flush=True))
+    print(f"avseg study: {results['runs_finished']}/{results['runs_total']} runs in {args.out} "
+          f"({(time.perf_counter() - started) / 60:.1f} min); {args.out / 'results.md'}, {args.out / 'report.html'}")
+    return 0

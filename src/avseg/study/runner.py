@@ -1,0 +1,222 @@
+"""`avseg study`: every row x seed of a spec trained as an ordinary run, measured, aggregated.
+
+    DIR/spec.yaml                       the resolved spec (a resumed study must match it)
+    DIR/data/bench/                     the synthetic benchmark (AVSS layout), reused when it matches
+    DIR/data/snr_{value}/               its test split re-mixed at one SNR (same scenes and sources)
+    DIR/audio_encoder.pt                the tiny audio encoder pretrained on the train split's tags
+    DIR/runs/{row}/seed{seed}/          an `avseg train` run directory (+ measure.json, tokens.npz)
+    DIR/results.json, results.md, report.html
+
+Killed at any point, the same command resumes: finished runs are kept, a half-trained run goes on
+from its last.pt, a trained but unmeasured run is only measured.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+from avseg.config import load_config
+from avseg.errors import UserError
+from avseg.study.spec import StudySpec, spec_to_dict
+
+TRAIN_DONE = "train_done.json"
+MEASURE = "measure.json"
+TOKENS = "tokens.npz"
+
+
+def machine() -> dict:
+    import torch
+
+    return {"platform": platform.platform(), "processor": platform.processor() or platform.machine(),
+            "cpus": os.cpu_count(), "torch": torch.__version__, "torch_threads": torch.get_num_threads(),
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None}
+
+
+def synth_config(spec: StudySpec, snr_db: float | None = None):
+    from avseg.data.synth.config import tier_config
+
+    b = spec.benchmark
+    options = {"clips": b.clips, "image_size": b.image_size, "num_classes": b.num_classes,
+               "avss_subsets": tuple(b.subsets), "seed": b.seed}
+    if snr_db is not None:
+        options["snr_db"] = (float(snr_db), float(snr_db))
+    return tier_config(b.tier, **options)
+
+
+def _complete_synth(root: Path, wanted: dict) -> bool:
+    try:
+        info = json.loads((root / "_synth" / "info.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return False
+    return bool(info.get("complete")) and info.get("config") == wanted
+
+
+def ensure_data(spec: StudySpec, root: Path, *, snr_db: float | None = None, log=print) -> Path:
+    """Generate the benchmark (or its test split at `snr_db`) into `root` unless it is already there."""
+    from avseg.data.synth import generate
+
+    config = synth_config(spec, snr_db)
+    if _complete_synth(root, config.to_dict()):
+        return root
+    what = "benchmark" if snr_db is None else f"test split at {snr_db:g} dB"
+    log(f"[study] generating the {what} into {root}")
+    generate("avss", root, config, splits=None if snr_db is None else ("test",))
+    return root
+
+
+def run_config(spec: StudySpec, row_name: str, seed: int, data_root: Path, run_dir: Path,
+               audio_weights: Path | None):
+    """The training config of one row and seed: base config, study settings, spec and row overrides."""
+    b, s = spec.benchmark, spec.schedule
+    fixed = [f"data.root={data_root}", f"data.avss_subsets=[{','.join(b.subsets)}]",
+             f"data.image_size={b.image_size}", f"model.num_classes={b.num_classes}",
+             f"data.batch_size={s.batch_size}", f"train.epochs={s.epochs}",
+             f"train.lr_drop_epochs=[{','.join(str(e) for e in s.lr_drop_epochs)}]",
+             f"output_dir={run_dir}", f"seed={seed}"]
+    if audio_weights is not None:
+        fixed += [f"audio.tiny_weights={audio_weights}", "audio.freeze=true"]
+    return load_config(spec.base_config, fixed + list(spec.overrides) + list(spec.row(row_name).overrides))
+
+
+def ensure_audio_encoder(spec: StudySpec, out: Path, data_root: Path, log=print) -> Path | None:
+    """Pretrain (once) the tiny audio encoder every row then uses frozen."""
+    if not spec.audio_pretrain.enabled:
+        return None
+    path = out / "audio_encoder.pt"
+    if path.is_file():
+        return path
+    from avseg.engine.audio_pretrain import pretrain_audio
+
+    config = run_config(spec, spec.rows[0].name, spec.seeds[0], data_root, out / "runs" / "_audio", None)
+    config.seed = spec.benchmark.seed
+    log(f"[study] pretraining the audio encoder on the train split's tags ({spec.audio_pretrain.epochs} epochs)")
+    result = pretrain_audio(config, path, epochs=spec.audio_pretrain.epochs, log=lambda *_a, **_k: None)
+    (out / "audio_encoder.json").write_text(json.dumps(result, indent=1, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+class Progress:
+    """Prints which run, which epoch and the time left, every `every` optimizer steps."""
+
+    def __init__(self, total_runs: int, log=print, every: int = 25):
+        self.total_runs, self.log, self.every = total_runs, log, every
+        self.done_seconds: list[float] = []
+        self.run_index, self.label, self.steps, self.start = 0, "", 1, time.perf_counter()
+        self.first_step: int | None = None
+
+    def begin(self, index: int, label: str, steps: int) -> None:
+        self.run_index, self.label, self.steps, self.start = index, label, max(1, steps), time.perf_counter()
+        self.first_step = None
+        self.log(f"[study] run {index}/{self.total_runs}: {label}")
+
+    def on_step(self, step: int) -> None:
+        if self.first_step is None:
+            self.first_step, self.start = step - 1, time.perf_counter()  # a resumed run starts past 0
+        if step % self.every:
+            return
+        elapsed = time.perf_counter() - self.start
+        per_run = elapsed / max(step - self.first_step, 1) * (self.steps - self.first_step)
+        left_runs = self.total_runs - self.run_index
+        typical = np.mean(self.done_seconds) if self.done_seconds else per_run
+        left = max(per_run - elapsed, 0) + left_runs * typical
+        self.log(f"[study] run {self.run_index}/{self.total_runs} {self.label}: step {step}/{self.steps}, "
+                 f"{elapsed / 60:.1f} min in; about {left / 60:.0f} min left for the study")
+
+    def finish(self, seconds: float) -> None:
+        self.done_seconds.append(seconds)
+
+
+def _steps(config) -> int:
+    """Optimizer steps of the whole run (the train split's clips over the batch size, times epochs)."""
+    import math
+
+    from avseg.data.build import build_dataset
+
+    return math.ceil(len(build_dataset(config, "train")) / config.data.batch_size) * config.train.epochs
+
+
+def train_and_measure(spec: StudySpec, row: str, seed: int, out: Path, data_root: Path,
+                      audio: Path | None, progress: Progress) -> dict:
+    """One run: train (or resume), then measure on the test split and the SNR re-mixes."""
+    from avseg.engine.checkpoint import model_from_checkpoint
+    from avseg.engine.train import train
+    from avseg.study.measure import measure_model
+
+    run_dir = out / "runs" / row / f"seed{seed}"
+    config = run_config(spec, row, seed, data_root, run_dir, audio)
+    started = time.perf_counter()
+    if not (run_dir / TRAIN_DONE).is_file():
+        progress.begin(progress.run_index + 1, f"{row} seed {seed}", _steps(config))
+        summary = train(config, resume="auto", on_step=progress.on_step)
+        (run_dir / TRAIN_DONE).write_text(json.dumps({**summary, "seconds": round(time.perf_counter() - started, 1)},
+                                                     default=str) + "\n", encoding="utf-8")
+    else:
+        progress.run_index += 1
+    train_seconds = json.loads((run_dir / TRAIN_DONE).read_text(encoding="utf-8")).get("seconds")
+    measure_start = time.perf_counter()
+    model, stored, _ = model_from_checkpoint(run_dir / "best.pt")
+    tokens = row in spec.tsne.rows and seed == spec.tsne.seed
+    result = measure_model(model, stored, data_root, tokens=tokens)
+    token_data = result.pop("tokens", None)
+    if token_data is not None:
+        np.savez_compressed(run_dir / TOKENS, tokens=token_data["tokens"],
+                            meta=np.array(json.dumps(token_data["meta"])))
+    if row in spec.snr.rows:
+        result["snr"] = {}
+        for value in spec.snr.values:
+            snr_root = out / "data" / f"snr_{value:g}"
+            stored.data.root = str(snr_root)
+            snr = measure_model(model, stored, snr_root, shuffled=False, objects=False)
+            result["snr"][f"{value:g}"] = {"miou": snr["miou"], "f": snr["f"]}
+    result.update(row=row, seed=seed, train_seconds=train_seconds,
+                  measure_seconds=round(time.perf_counter() - measure_start, 1))
+    (run_dir / MEASURE).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    progress.finish(time.perf_counter() - started)
+    return result
+
+
+def _check_resume(out: Path, spec: StudySpec) -> None:
+    from omegaconf import OmegaConf
+
+    stored = out / "spec.yaml"
+    wanted = spec_to_dict(spec)
+    if stored.is_file():
+        before = OmegaConf.to_container(OmegaConf.load(stored), resolve=True)
+        keys = ("benchmark", "base_config", "overrides", "schedule", "audio_pretrain")
+        changed = [k for k in keys if before.get(k) != wanted.get(k)]
+        changed += [f"rows.{r['name']}" for r in wanted["rows"] for b in before.get("rows", [])
+                    if b.get("name") == r["name"] and b.get("overrides") != r["overrides"]]
+        if changed:
+            raise UserError(f"{out}: holds a study run with another spec ({', '.join(changed)} differ); "
+                            "give another --out or the same spec")
+    out.mkdir(parents=True, exist_ok=True)
+    OmegaConf.save(OmegaConf.create(wanted), stored)
+
+
+def run_study(spec: StudySpec, out: str | Path, *, log=print) -> dict:
+    """Run (or resume) the whole study into `out`; returns the aggregated results."""
+    from avseg.study.aggregate import write_results
+
+    out = Path(out)
+    _check_resume(out, spec)
+    started = time.perf_counter()
+    data_root = ensure_data(spec, out / "data" / "bench", log=log)
+    if spec.snr.rows:
+        for value in spec.snr.values:
+            ensure_data(spec, out / "data" / f"snr_{value:g}", snr_db=value, log=log)
+    audio = ensure_audio_encoder(spec, out, data_root, log=log)
+    runs = spec.runs()
+    progress = Progress(len(runs), log)
+    for row, seed in runs:
+        if (out / "runs" / row / f"seed{seed}" / MEASURE).is_file():
+            progress.run_index += 1
+            continue
+        train_and_measure(spec, row, seed, out, data_root, audio, progress)
+    session = round(time.perf_counter() - started, 1)
+    return write_results(spec, out, session_seconds=session, machine=machine())

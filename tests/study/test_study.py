@@ -1,0 +1,83 @@
+"""`avseg study`: the files, the table, resume after a kill, numbers that come from the runs."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from omegaconf import OmegaConf
+
+REPO = Path(__file__).resolve().parents[2]
+QUICK = REPO / "configs" / "study" / "quick.yaml"
+
+
+def _tiny_spec(tmp_path: Path) -> Path:
+    """configs/study/quick.yaml, smaller still: 2 rows x 2 seeds at 32 px."""
+    spec = OmegaConf.load(QUICK)
+    spec.base_config = str(REPO / spec.base_config)
+    spec.benchmark.clips, spec.benchmark.image_size = 14, 32
+    spec.rows = [row for row in spec.rows if row.name in ("1_baseline", "6_full")]
+    spec.snr.rows, spec.tsne.rows, spec.audio_pretrain.epochs = ["6_full"], ["6_full"], 1
+    path = tmp_path / "tiny.yaml"
+    OmegaConf.save(spec, path)
+    return path
+
+
+def _study(spec: Path, out: Path, *extra: str) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "avseg.cli", "study", str(spec), *extra, "--out", str(out)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, cwd=REPO,
+                            env={**os.environ, "OMP_NUM_THREADS": "1"}, start_new_session=True)
+
+
+@pytest.mark.slow
+def test_study_runs_resumes_after_a_kill_and_reports_the_runs(tmp_path):
+    spec, out = _tiny_spec(tmp_path), tmp_path / "study"
+    first = out / "runs" / "1_baseline" / "seed0" / "measure.json"
+    process = _study(spec, out)
+    deadline = time.time() + 900
+    while not first.is_file() and process.poll() is None and time.time() < deadline:
+        time.sleep(0.5)
+    assert first.is_file(), process.communicate()[0][-3000:]
+    os.killpg(process.pid, signal.SIGKILL)  # mid-study: the next run is training or about to
+    process.wait()
+    assert process.returncode == -signal.SIGKILL
+    stamp = first.stat().st_mtime_ns
+    log, _ = _study(spec, out).communicate(timeout=1200)
+    assert "4/4 runs" in log, log[-3000:]
+    assert "run 1/4" not in log  # the finished run was not trained again
+    assert first.stat().st_mtime_ns == stamp  # nor measured again
+
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs_finished"] == results["runs_total"] == 4
+    for row in ("1_baseline", "6_full"):
+        measured = [json.loads((out / "runs" / row / f"seed{s}" / "measure.json").read_text()) for s in (0, 1)]
+        entry = results["rows"][row]
+        assert entry["miou"]["values"] == [m["miou"] for m in measured]
+        assert entry["miou"]["mean"] == pytest.approx(sum(m["miou"] for m in measured) / 2)
+        assert entry["shuffled_miou"]["values"] == [m["shuffled_miou"] for m in measured]
+        for run in measured:  # every column is there and is a rate or a count
+            assert 0 <= run["miou"] <= 1 and 0 <= run["binary_j"] <= 1
+            assert set(run["objects"]) >= {"recall/all", "fpr/all"}
+            assert run["object_counts"]["recall/all"] > 0 and run["object_counts"]["fpr/all"] > 0
+    assert set(results["rows"]["6_full"]["snr"]) == {"10", "-5"}
+    assert results["rows"]["1_baseline"].get("snr") is None
+    assert results["rows"]["6_full"]["perplexity_global"]["n"] == 2  # quantized: codes were counted
+    assert results["rows"]["1_baseline"]["perplexity_global"] is None
+    assert (out / "runs" / "6_full" / "seed0" / "tokens.npz").is_file()
+    assert results["tsne"]["6_full"]["tokens"] >= 0
+    table = (out / "results.md").read_text()
+    assert "| 1 baseline |" in table and "| 6 full QSD |" in table and "mIoU at test SNR" in table
+    page = (out / "report.html").read_text()
+    assert page.count("<img") >= 3 and "4 of 4 runs finished" in page
+    for run_dir in (out / "runs").glob("*/seed*"):  # each run is an ordinary avseg train run directory
+        assert {"best.pt", "last.pt", "config.yaml", "log.jsonl"} <= {p.name for p in run_dir.iterdir()}
+
+    changed = _study(spec, out, "benchmark.clips=16")
+    text, _ = changed.communicate(timeout=300)
+    assert changed.returncode == 2 and "another spec (benchmark" in text and "Traceback" not in text

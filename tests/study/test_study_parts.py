@@ -1,0 +1,99 @@
+"""The study's parts on hand-made inputs: statistics, targets, object outcomes, decomposition ratio, spec."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from avseg.errors import UserError
+from avseg.study.aggregate import row_table, stats, targets
+from avseg.study.measure import ObjectTally, object_outcomes
+from avseg.study.spec import load_spec
+from avseg.study.tsne import decomposition_ratio
+
+
+def test_stats_is_mean_and_sample_std_of_finite_values():
+    result = stats([0.2, 0.4, None, float("nan"), 0.9])
+    assert result["n"] == 3 and result["values"] == [0.2, 0.4, 0.9]
+    assert result["mean"] == pytest.approx(0.5)
+    assert result["std"] == pytest.approx(np.sqrt(((0.3) ** 2 + 0.1 ** 2 + 0.4 ** 2) / 2))
+    assert stats([0.7])["std"] == 0.0 and stats([None]) is None
+
+
+def test_object_outcomes_count_found_sounding_and_silent_objects():
+    instances = np.zeros((2, 4, 4), np.uint8)
+    instances[:, :2, :2] = 1  # object 1 (class 3), 4 pixels
+    instances[:, 2:, 2:] = 2  # object 2 (class 5), 4 pixels
+    extras = {"instances": instances, "class_ids": np.array([3, 5]),
+              "sounding": np.array([[True, True], [False, True]]), "offscreen_sounding": np.array([False, True])}
+    ids = torch.zeros((2, 4, 4), dtype=torch.long)
+    ids[0, :2, :1] = 3  # frame 0: half of object 1 -> found
+    ids[1, :1, :1] = 3  # frame 1: a quarter of object 1 -> missed
+    ids[1, 2:, 2:] = 5  # frame 1: object 2 fully -> found
+    ids[0, 2:, 2:] = 5  # frame 0: object 2 is silent but segmented -> a false positive
+    tally = ObjectTally()
+    object_outcomes(ids, torch.tensor([True, True]), extras, (4, 4), tally)
+    rates, totals = tally.rates(), tally.totals()
+    assert rates["recall/sources_1"] == 1.0 and totals["recall/sources_1"] == 1
+    assert rates["recall/sources_2"] == 0.5 and totals["recall/sources_2"] == 2
+    assert rates["recall/offscreen"] == 0.5 and rates["recall/no_offscreen"] == 1.0
+    assert rates["fpr/all"] == 1.0 and totals["fpr/all"] == 1
+    unlabelled = ObjectTally()
+    object_outcomes(ids, torch.tensor([False, True]), extras, (4, 4), unlabelled)
+    assert unlabelled.totals()["recall/all"] == 2 and "fpr/all" not in unlabelled.totals()
+
+
+def test_decomposition_ratio_on_a_hand_made_case():
+    # single-source centroids: class 1 at (0, 0), class 2 at (10, 0), class 3 at (0, 10)
+    single = [np.array([[0.0, 0.0], [0.0, 0.0]]), np.array([[10.0, 0.0], [10.0, 0.0]]), np.array([[0.0, 10.0]] * 2)]
+    multi = np.array([[1.0, 0.0], [9.0, 0.0]])  # sources {1, 2}: tokens near their own classes
+    tokens = np.stack(single + [multi])
+    meta = [("a", [1], False), ("b", [2], False), ("c", [3], False), ("m", [1, 2], True)]
+    result = decomposition_ratio(tokens, meta)
+    d_own = (1.0 + 1.0) / 2
+    d_other = (np.hypot(1, 10) + np.hypot(9, 10)) / 2  # nearest other centroid: class 3
+    assert result["ratio"] == pytest.approx(d_own / d_other) and result["tokens"] == 2
+    assert decomposition_ratio(tokens[:3], meta[:3])["ratio"] is None
+
+
+def _table(**rows):
+    return {name: {"miou": stats(v.get("miou", [])), "shuffled_miou": stats(v.get("shuffled", [])),
+                   "snr": {k: stats(s) for k, s in v.get("snr", {}).items()}} for name, v in rows.items()}
+
+
+def test_targets_follow_the_rules_of_the_issue():
+    table = _table(**{"1_baseline": {"miou": [0.30, 0.32]},
+                      "3_nonq_sd": {"miou": [0.5], "snr": {"10": [0.5], "-5": [0.3]}},
+                      "6_full": {"miou": [0.40, 0.44], "shuffled": [0.10, 0.12], "snr": {"10": [0.45], "-5": [0.40]}}})
+    result = targets(table)
+    assert result["a_listens"]["met"] and result["b_beats_row1"]["gain"] == pytest.approx(0.11)
+    assert result["c_seed_std"]["std"] == pytest.approx(np.sqrt(0.0008)) and result["c_seed_std"]["met"]
+    assert result["d_noise"]["drops"]["6_full"] == pytest.approx(0.05) and result["d_noise"]["met"]
+    wobbly = _table(**{"6_full": {"miou": [0.3, 0.5], "shuffled": [0.1, 0.1]}})
+    assert targets(wobbly)["c_seed_std"]["met"] is False
+    deaf = _table(**{"6_full": {"miou": [0.4, 0.4], "shuffled": [0.39, 0.39]}})
+    assert targets(deaf)["a_listens"]["met"] is False and "b_beats_row1" not in targets(deaf)
+
+
+def test_spec_errors_name_the_file_and_key(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("rows: [{name: a}]\nbenchmark: {tierr: easy}\n")
+    with pytest.raises(UserError, match="bad.yaml.*tierr"):
+        load_spec(bad)
+    unknown = tmp_path / "unknown.yaml"
+    unknown.write_text("base_config: configs/cpu/qsd_r18_synth_avss.yaml\nrows: [{name: a}]\nsnr: {rows: [b]}\n")
+    with pytest.raises(UserError, match="snr.rows names rows that the study does not have: b"):
+        load_spec(unknown)
+    with pytest.raises(UserError, match="not found"):
+        load_spec(tmp_path / "missing.yaml")
+
+
+def test_shipped_specs_load_and_order_their_runs():
+    medium = load_spec("configs/study/medium.yaml")
+    assert [r.name for r in medium.rows][:6] == ["1_baseline", "2_td", "3_nonq_sd", "4_q_sd", "5_q_sd_avsr", "6_full"]
+    assert all(r.paper for r in medium.rows[:6]) and not any(r.paper for r in medium.rows[6:])
+    runs = medium.runs()
+    assert runs[:3] == [("1_baseline", 0), ("1_baseline", 1), ("1_baseline", 2)]
+    assert runs[3][0] == "3_nonq_sd" and len(runs) == len(medium.rows) * 3
+    assert load_spec("configs/study/quick.yaml", ["seeds=[0,4]"]).seeds == [0, 4]
