@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 
 from avseg.cli import main
-from avseg.inference.frame_output import OutputRules, box_of, frame_output, token_map
+from avseg.inference.frame_output import OutputRules, box_of, frame_output
 from avseg.models.postprocess import merge_masks
 from avseg.inference.video import VideoError
 
@@ -192,31 +192,32 @@ def test_token_merge_matches_merge_masks_and_boxes_cover_their_pixels(predictor)
     torch.manual_seed(0)
     logits, masks = torch.randn(3, 5, 8) * 2, torch.randn(3, 5, 16, 16) * 3
     expected = merge_masks(logits, masks, binary=False, size=(48, 64))
+    outputs = {"pred_logits": logits, "pred_masks": masks}
     for f in range(3):
-        labels, objects = token_map(logits[f], masks[f : f + 1], (48, 64), predictor.rules)
-        assert torch.equal(labels, expected[f])
-        for obj, mask in objects:
-            assert (labels.numpy()[mask] == obj["class_id"]).all()
-    labels, reported = frame_output({"pred_logits": logits, "pred_masks": masks}, 0, (48, 64), predictor.rules)
-    assert np.array_equal(labels, expected[0].numpy()) and reported
-    objects = token_map(logits[0], masks[:1], (48, 64), predictor.rules)[1]
-    for obj, mask in objects:
-        x0, y0, x1, y1 = map(int, box_of(mask))
-        assert mask[y0:y1, x0:x1].sum() == mask.sum()  # the box holds every pixel of the object
-        assert mask[y0].any() and mask[y1 - 1].any() and mask[:, x0].any() and mask[:, x1 - 1].any()  # tight
-        assert {**obj, "box": box_of(mask)} in reported and obj["class"] == f"class {obj['class_id']}"
-    assert [o["score"] for o in reported] == sorted((o["score"] for o in reported), reverse=True)
+        labels, reported = frame_output(outputs, f, (48, 64), predictor.rules)
+        assert np.array_equal(labels, expected[f].numpy()) and reported
+        for obj in reported:
+            x0, y0, x1, y1 = map(int, obj["box"])
+            inside = labels[y0:y1, x0:x1] == obj["class_id"]
+            assert inside.any() and obj["class"] == f"class {obj['class_id']}"
+            # tight: the box's border rows and columns hold pixels of the object's class
+            assert inside[0].any() and inside[-1].any() and inside[:, 0].any() and inside[:, -1].any()
+        assert [o["score"] for o in reported] == sorted((o["score"] for o in reported), reverse=True)
+    mask = np.zeros((6, 7), bool)
+    mask[2:4, 1:5] = True
+    assert box_of(mask) == [1.0, 2.0, 5.0, 4.0]
 
 
 def test_binary_maps_threshold_the_foreground_probability():
     rules = OutputRules(binary=True, class_names=("background", "sounding"))
     torch.manual_seed(1)
     logits, masks = torch.randn(5, 1) * 2, torch.randn(1, 5, 8, 8) * 3
-    labels, objects = token_map(logits, masks, (8, 8), rules)
-    foreground = (logits.sigmoid()[:, 0, None, None] * masks[0].sigmoid()).amax(dim=0) > 0.5
-    assert torch.equal(labels, foreground.long())
-    assert all(obj["class"] == "sounding" for obj, _ in objects)
-    assert sum(int(mask.sum()) for _, mask in objects) == int(foreground.sum())
+    labels, objects = frame_output({"pred_logits": logits[None], "pred_masks": masks}, 0, (8, 8), rules)
+    # the AVSBench J's map: the highest mask probability among tokens scoring >= 0.3, above 0.5
+    kept = logits.sigmoid()[:, 0] >= 0.3
+    foreground = masks[0].sigmoid()[kept].amax(dim=0) > 0.5
+    assert kept.any() and np.array_equal(labels, foreground.long().numpy())
+    assert objects and all(obj["class"] == "sounding" for obj in objects)
     # a large input is merged at a bounded size and upscaled to the input's
     big = frame_output({"semantic_logits": torch.randn(1, 1, 16, 16)}, 0, (2160, 3840), rules)[0]
     assert big.shape == (2160, 3840) and big.dtype == np.uint8

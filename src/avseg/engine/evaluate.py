@@ -9,9 +9,10 @@ Tasks and their metrics (`task_of`):
     semantic  AVSS             AVSSMetric (mIoU, F) on predicted class ids
     cavp      Single+, VPO     CAVPMetric (mIoU, F1, FDR) on predicted class ids
 
-Predictions: QSD's K masks become a foreground probability (`foreground_probability`: per pixel
-the max over tokens of best class score x mask probability) for the binary task, and class ids
-(`merge_masks`) for the others; TPAVI's dense logits are used directly (sigmoid / argmax). A clip
+Predictions: one rule for evaluation and prediction, `avseg.models.postprocess.segment`: QSD's K
+masks become a foreground probability (the highest mask probability among the tokens whose best
+class score reaches 0.3) for the binary task, and class ids (`merge_masks`) for the others; TPAVI's
+dense logits are used directly (sigmoid / argmax). `avseg predict` shows these same maps. A clip
 whose files cannot be read is reported by name and skipped; the result lists it in "skipped".
 """
 
@@ -83,23 +84,12 @@ def evaluation_loader(config: Config, split: str, *, distributed: bool = False) 
 # ----------------------------------------------------------------------------- predictions
 
 
-@torch.no_grad()
 def predict(outputs: dict, task: str, size: tuple[int, int]) -> dict[str, Tensor]:
-    """Per frame: "foreground" probability `[F, H, W]` (binary task) and class "ids" `[F, H, W]`."""
-    from avseg.models.postprocess import foreground_probability, merge_masks
+    """Per frame: "foreground" probability `[F, H, W]` and class "ids" `[F, H, W]`, by THE rule
+    that `avseg predict` also uses (`avseg.models.postprocess.segment`, default thresholds)."""
+    from avseg.models.postprocess import segment
 
-    if "semantic_logits" in outputs:  # TPAVI: dense logits at the input size
-        logits = outputs["semantic_logits"].float()
-        if logits.shape[-2:] != size:
-            logits = nn.functional.interpolate(logits, size=size, mode="bilinear", align_corners=False)
-        if logits.shape[1] == 1:
-            foreground = logits[:, 0].sigmoid()
-            return {"foreground": foreground, "ids": (foreground > 0.5).long()}
-        return {"foreground": 1 - logits.softmax(dim=1)[:, 0], "ids": logits.argmax(dim=1)}
-    if task == "binary":
-        foreground = foreground_probability(outputs["pred_logits"], outputs["pred_masks"], size)
-        return {"foreground": foreground, "ids": (foreground > 0.5).long()}
-    return {"ids": merge_masks(outputs["pred_logits"], outputs["pred_masks"], binary=False, size=size)}
+    return segment(outputs, binary=task == "binary", size=size)
 
 
 def _still_image_vote(ids: Tensor, copies: int) -> Tensor:

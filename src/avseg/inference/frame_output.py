@@ -1,8 +1,8 @@
 """From a model's outputs for one frame to what `avseg predict` reports: a class map and objects.
 
-The maps are the ones `avseg eval` scores: QSD's candidates are merged with
-`avseg.postprocess.merge_masks`'s rule on semantic data and thresholded as the foreground
-probability on binary data (S4, MS3); TPAVI's dense logits are used directly.
+The maps come from `avseg.models.postprocess.segment`, the one rule that `avseg eval` scores too
+(tests/inference/test_one_rule.py checks that the maps are equal); this module only adds the
+objects (class, score, box) and keeps memory bounded for large frames.
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+
+from avseg.models.postprocess import segment
 
 MAX_POSTPROCESS_PIXELS = 1920 * 1088  # maps are computed at input size up to this, then upscaled
 
@@ -41,59 +43,26 @@ def box_of(mask: np.ndarray, scale: tuple[float, float] = (1.0, 1.0)) -> list[fl
             round(float(cols[-1] + 1) * sx, 1), round(float(rows[-1] + 1) * sy, 1)]
 
 
-def token_map(logits: Tensor, masks: Tensor, size: tuple[int, int], rules: OutputRules):
-    """QSD's K candidates of one frame -> (class map `[H, W]`, [(object, its pixels)]).
+def frame_objects(maps: dict[str, Tensor], rules: OutputRules) -> list[tuple[dict, np.ndarray]]:
+    """The objects of one frame's maps (from `segment`, F = 1): [(entry, its pixels `[H, W]`)].
 
-    Each token k has score s_k = max_c sigmoid(logits[k, c]) and mask m_k = sigmoid(masks[k])
-    (mask logits resized to `size`, bilinear). Semantic data: `merge_masks` (tokens with
-    s_k >= score_threshold whose m_k > mask_threshold compete; the largest s_k * m_k labels the
-    pixel with its best class). Binary data: max_k s_k * m_k > 0.5, the foreground probability
-    the J / F metrics threshold. Objects are the tokens that win at least one labelled pixel: their
-    class, score s_k and those pixels.
-
-    Args:
-        logits: `[K, C]`; masks: `[1, K, h, w]`.
+    QSD: one object per token that labels at least one pixel: its class and score s_k. TPAVI:
+    one object per class present, scored by the mean probability of that class over its pixels.
     """
-    probs = F.interpolate(masks, size=size, mode="bilinear", align_corners=False)[0].sigmoid()  # [K, H, W]
-    token_score, token_class = logits.sigmoid().max(dim=-1)  # [K]
-    weighted = token_score[:, None, None] * probs
-    if rules.binary:
-        best_score, best_token = weighted.max(dim=0)
-        found = best_score > 0.5
-        labels = found.long()
-    else:
-        on = (probs > rules.mask_threshold) & (token_score >= rules.score_threshold)[:, None, None]
-        best_score, best_token = torch.where(on, weighted, torch.full_like(probs, -1.0)).max(dim=0)
-        found = best_score >= 0
-        labels = torch.where(found, token_class[best_token] + 1, torch.zeros_like(best_token))
+    labels = maps["ids"][0]
     objects = []
-    for k in torch.unique(best_token[found]).tolist():
-        class_id = 1 if rules.binary else int(token_class[k]) + 1
-        objects.append((rules.entry(class_id, float(token_score[k])), ((best_token == k) & found).cpu().numpy()))
-    return labels, objects
-
-
-def dense_map(logits: Tensor, size: tuple[int, int], rules: OutputRules):
-    """TPAVI's logits `[1, O, h, w]` of one frame -> (class map, [(object, its pixels)]).
-
-    One output: sigmoid > 0.5; several: softmax argmax (background included). One object per
-    class present, scored by the mean probability of that class over its pixels.
-    """
-    logits = F.interpolate(logits, size=size, mode="bilinear", align_corners=False)[0]  # [O, H, W]
-    if logits.shape[0] == 1:
-        prob = logits[0].sigmoid()
-        labels, probs = (prob > 0.5).long(), torch.stack([1 - prob, prob])
-    else:
-        probs = logits.softmax(dim=0)
-        labels = probs.argmax(dim=0)
-    if rules.binary and probs.shape[0] > 2:  # a semantic head on binary data: any class sounds
-        probs, labels = torch.stack([probs[0], 1 - probs[0]]), (labels > 0).long()
-    objects = []
+    if "token" in maps:
+        token = maps["token"][0]
+        for k in torch.unique(token[token >= 0]).tolist():
+            class_id = 1 if rules.binary else int(maps["token_class"][0, k])
+            objects.append((rules.entry(class_id, float(maps["token_score"][0, k])), (token == k).cpu().numpy()))
+        return objects
+    probs = maps["probs"][0]
     for class_id in torch.unique(labels).tolist():
         if class_id:
             where = labels == class_id
             objects.append((rules.entry(class_id, float(probs[class_id][where].mean())), where.cpu().numpy()))
-    return labels, objects
+    return objects
 
 
 @torch.no_grad()
@@ -107,11 +76,10 @@ def frame_output(outputs: dict, f: int, size: tuple[int, int], rules: OutputRule
     height, width = size
     shrink = min(1.0, (MAX_POSTPROCESS_PIXELS / (height * width)) ** 0.5)
     work = (max(1, round(height * shrink)), max(1, round(width * shrink)))
-    if "semantic_logits" in outputs:
-        labels, found = dense_map(outputs["semantic_logits"][f : f + 1].float(), work, rules)
-    else:
-        labels, found = token_map(outputs["pred_logits"][f].float(), outputs["pred_masks"][f : f + 1].float(),
-                                  work, rules)
+    keys = ("semantic_logits",) if "semantic_logits" in outputs else ("pred_logits", "pred_masks")
+    maps = segment({key: outputs[key][f : f + 1] for key in keys}, binary=rules.binary, size=work,
+                   mask_threshold=rules.mask_threshold, score_threshold=rules.score_threshold)
+    labels, found = maps["ids"][0], frame_objects(maps, rules)
     scale = (height / work[0], width / work[1])
     objects = sorted(({**obj, "box": box_of(mask, scale)} for obj, mask in found), key=lambda o: -o["score"])
     if work != (height, width):
