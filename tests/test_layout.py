@@ -120,3 +120,16 @@ def test_no_source_file_over_the_limit():
     long = {module_name(p): n for p in PACKAGE.rglob("*.py")
             if (n := len(p.read_text(encoding="utf-8").splitlines())) > MAX_LINES}
     assert not long, f"files over {MAX_LINES} lines: {long}"
+
+
+def test_one_list_of_data_sets_and_one_distributed_helper():
+    """`("s4", "ms3")` lives in data/datasets.py (`is_binary`); "is torch.distributed up" in avseg/distributed.py."""
+    offenders = []
+    for path in PACKAGE.rglob("*.py"):
+        text = path.read_text(encoding="utf-8")
+        name = module_name(path)
+        if name != "avseg.data.datasets" and ('in ("s4", "ms3")' in text or "= (\"s4\", \"ms3\")" in text):
+            offenders.append(f"{name}: a data-set tuple (use avseg.data.datasets)")
+        if name != "avseg.distributed" and "dist.is_initialized()" in text:
+            offenders.append(f"{name}: dist.is_initialized() (use avseg.distributed)")
+    assert not offenders, offenders

@@ -6,6 +6,7 @@ import argparse
 import importlib
 from pathlib import Path
 
+from avseg.data.layouts import LAYOUTS
 from avseg.errors import UserError
 
 
@@ -75,7 +76,7 @@ def _add_data(suites) -> None:
                     "of a training step of --config at the same image size (target: 2 workers >= 3x).")
     data.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts (default 0,1,2)")
     data.add_argument("--clips", type=int, help="synthetic clips (default: as many as the timed batches need)")
-    data.add_argument("--layout", choices=("s4", "ms3", "avss"),
+    data.add_argument("--layout", choices=LAYOUTS,
                       help="synthetic layout (default: the data set of --config)")
     data.add_argument("--batches", type=int, default=20, help="timed batches per worker count (default 20)")
     data.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (loader and training)")

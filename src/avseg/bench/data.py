@@ -27,9 +27,9 @@ from pathlib import Path
 
 from avseg.bench.common import RANDOM_INIT, check_at_least, check_device, fmt, int_list, overrides_only, write_rows
 from avseg.config import Config, load_config
+from avseg.data.layouts import LAYOUTS
 from avseg.errors import UserError
 
-LAYOUTS = ("s4", "ms3", "avss")
 DEFAULT_CONFIG = "configs/qsd_r50_{layout}.yaml"
 PREFETCH = 2  # DataLoader's default prefetch_factor
 TARGET_WORKERS, TARGET_RATIO = 2, 3.0

@@ -35,6 +35,7 @@ import torch
 from avseg.bench.common import (RANDOM_INIT, WEIGHT_WARNINGS, check_device, fmt, peak_memory_mb, run_worker,
                                 worker_main)
 from avseg.config import Config, load_config
+from avseg.data.datasets import is_binary
 from avseg.data.layouts import AVSBENCH_FRAMES, AVSS_FRAMES, AVSS_SLOTS
 from avseg.errors import UserError
 
@@ -115,7 +116,7 @@ def synthetic_batch(config: Config, batch_size: int, generator: torch.Generator)
 
     frames, labelled = clip_shape(config.data.dataset)
     size = config.data.image_size
-    classes = 1 if config.data.dataset in ("s4", "ms3") else config.model.num_classes
+    classes = 1 if is_binary(config.data.dataset) else config.model.num_classes
     samples = []
     for index in range(batch_size):
         semantic = torch.zeros(frames, size, size, dtype=torch.int64)

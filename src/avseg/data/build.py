@@ -21,16 +21,13 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from avseg.config import Config
+from avseg.data.datasets import DATASETS, check_dataset_name, is_binary  # noqa: F401 (DATASETS re-exported)
 from avseg.data.sample import Batch, Sample, collate_samples
+from avseg.distributed import world
 from avseg.errors import UserError
 
-DATASETS = ("s4", "ms3", "avss", "single_plus", "vpo_ss", "vpo_ms", "vpo_msmi")
 CLASS_AGNOSTIC_NAMES = ["background", "sounding"]
-
-
-def _check_name(name: str) -> None:
-    if name not in DATASETS:
-        raise UserError(f"data.dataset '{name}': expected one of {', '.join(DATASETS)}")
+_check_name = check_dataset_name
 
 
 def build_dataset(config: Config, split: str) -> Dataset:
@@ -57,7 +54,7 @@ def build_dataset(config: Config, split: str) -> Dataset:
         layout = "avss" if data.dataset in ("avss", "single_plus") else data.dataset
         kwargs["train_transforms"] = train_transform(layout, data.image_size,
                                                      hflip_prob=0.5 if data.horizontal_flip else 0.0)
-    if data.dataset in ("s4", "ms3"):
+    if is_binary(data.dataset):
         kwargs["use_log_mel_pkl"] = data.use_log_mel_pkl
     elif data.dataset == "avss":
         kwargs["subsets"] = tuple(data.avss_subsets)
@@ -97,7 +94,7 @@ def class_names(config: Config) -> list[str]:
     """
     name = config.data.dataset
     _check_name(name)
-    if name in ("s4", "ms3"):
+    if is_binary(name):
         return list(CLASS_AGNOSTIC_NAMES)
     if name in ("avss", "single_plus"):
         from avseg.data.avss import read_class_names
@@ -281,9 +278,7 @@ class ShardSampler(Sampler):
 
 
 def _world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
-        return dist.get_world_size(), dist.get_rank()
-    return 1, 0
+    return world()
 
 
 def build_loader(

@@ -82,7 +82,7 @@ class ClipFiles:
 def data_dir(root: Path, layout: str) -> Path:
     """The folder that holds `visual_frames/` etc.: ROOT/s4_data, ROOT/ms3_data, or ROOT."""
     root = Path(root)
-    if layout in ("s4", "ms3"):
+    if layout != "avss":  # the AVSBench-Object layouts (S4, MS3) nest their data one level down
         nested = root / f"{layout}_data"
         return nested if nested.is_dir() or not (root / "visual_frames").is_dir() else root
     return root

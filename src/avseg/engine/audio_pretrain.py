@@ -26,12 +26,12 @@ from torch import Tensor, nn
 
 from avseg.config import Config
 from avseg.data.build import SkipDamaged, build_dataset, class_names
+from avseg.data.datasets import is_binary
 from avseg.data.sample import BACKGROUND
 from avseg.engine.seeding import seed_everything
 from avseg.errors import UserError
 from avseg.audio.tiny import TinyAudioEncoder
 
-CLASS_AGNOSTIC = ("s4", "ms3")
 
 
 def tagging_examples(config: Config, split: str) -> tuple[Tensor, Tensor, list[str]]:
@@ -93,7 +93,7 @@ def pretrain_audio(config: Config, out: Path, *, epochs: int = 15, lr: float = 1
 
     Returns {"train": scores, "val": scores or None, "path": str, "seconds": float}.
     """
-    if config.data.dataset in CLASS_AGNOSTIC:
+    if is_binary(config.data.dataset):
         raise UserError(f"pretrain-audio needs class labels; data.dataset '{config.data.dataset}' is class-agnostic")
     if config.audio.encoder != "tiny":
         raise UserError(f"pretrain-audio trains the 'tiny' audio encoder; audio.encoder is '{config.audio.encoder}'")

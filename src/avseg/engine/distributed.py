@@ -14,7 +14,10 @@ from dataclasses import dataclass
 import torch
 import torch.distributed as dist
 
+from avseg.distributed import initialized
 from avseg.errors import UserError
+
+__all__ = ["DistInfo", "barrier", "cleanup", "initialized", "resolve_device", "setup"]
 
 
 @dataclass(frozen=True)
@@ -54,7 +57,7 @@ def setup(device_name: str = "auto", timeout_minutes: int = 60) -> DistInfo:
     device = resolve_device(device_name, local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
-    if world_size > 1 and not dist.is_initialized():
+    if world_size > 1 and not initialized():
         backend = "nccl" if device.type == "cuda" else "gloo"
         dist.init_process_group(backend=backend, timeout=datetime.timedelta(minutes=timeout_minutes),
                                 **({"device_id": device} if device.type == "cuda" else {}))
@@ -62,12 +65,8 @@ def setup(device_name: str = "auto", timeout_minutes: int = 60) -> DistInfo:
 
 
 def cleanup() -> None:
-    if dist.is_available() and dist.is_initialized():
+    if initialized():
         dist.destroy_process_group()
-
-
-def initialized() -> bool:
-    return dist.is_available() and dist.is_initialized()
 
 
 def barrier() -> None:

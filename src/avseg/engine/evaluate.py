@@ -29,21 +29,14 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avseg.config import Config
+from avseg.data.datasets import TASKS, task_of  # noqa: F401 (re-exported)
 from avseg.data.build import DamagedClip, SkipDamaged, build_dataset, build_loader, class_names, collate_skipping
 from avseg.engine import distributed as dist_utils
 from avseg.engine.step import forward_batch
 from avseg.errors import UserError
 
-TASKS = {"s4": "binary", "ms3": "binary", "avss": "semantic", "single_plus": "cavp",
-         "vpo_ss": "cavp", "vpo_ms": "cavp", "vpo_msmi": "cavp"}
 MAIN_METRIC = {"binary": "j", "semantic": "miou", "cavp": "miou"}
 AVSBENCH_FRAMES = 5
-
-
-def task_of(dataset: str) -> str:
-    if dataset not in TASKS:
-        raise UserError(f"data.dataset '{dataset}': expected one of {', '.join(TASKS)}")
-    return TASKS[dataset]
 
 
 def main_metric(config: Config) -> str:

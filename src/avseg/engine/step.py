@@ -7,14 +7,13 @@ from __future__ import annotations
 
 from torch import Tensor, nn
 
+from avseg.data.datasets import is_binary
 from avseg.data.sample import Batch
 from avseg.data.targets import masks_to_targets
 
-CLASS_AGNOSTIC = ("s4", "ms3")  # binary ground truth: targets are connected components
-
-
 def is_class_agnostic(dataset: str) -> bool:
-    return dataset in CLASS_AGNOSTIC
+    """Binary ground truth (S4, MS3): targets are connected components (`avseg.data.datasets.is_binary`)."""
+    return is_binary(dataset)
 
 
 def frame_targets(batch: Batch, *, class_agnostic: bool, min_area: int = 4) -> list[dict[str, Tensor]]:

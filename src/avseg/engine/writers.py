@@ -22,6 +22,7 @@ from PIL import Image
 
 from avseg.config import Config
 from avseg.data.palette import ids_to_rgb, voc_palette
+from avseg.data.datasets import is_binary
 from avseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 
 OVERLAY_ALPHA = 0.5
@@ -60,7 +61,7 @@ class PredictionWriter:
         return [Path(self.reader.items[index].mask).relative_to(root)]
 
     def _mask_image(self, ids: np.ndarray) -> Image.Image:
-        if self.dataset_name in ("s4", "ms3"):
+        if is_binary(self.dataset_name):
             return Image.fromarray((ids > 0).astype(np.uint8) * 255, mode="L")
         if self.vpo_values is not None:
             return Image.fromarray(self.vpo_values[ids], mode="L")
@@ -70,7 +71,7 @@ class PredictionWriter:
         mean = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
         std = torch.tensor(IMAGENET_STD).view(3, 1, 1)
         rgb = ((frame.float().cpu() * std + mean).clamp(0, 1) * 255).permute(1, 2, 0).numpy()
-        if self.dataset_name in ("s4", "ms3"):
+        if is_binary(self.dataset_name):
             colours = np.zeros((*ids.shape, 3), dtype=np.float32)
             colours[ids > 0] = BINARY_COLOUR
         else:

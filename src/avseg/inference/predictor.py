@@ -27,6 +27,7 @@ from torch import Tensor, nn
 
 from avseg.audio.logmel import MIN_SAMPLES_PER_EXAMPLE, SAMPLE_RATE, to_mono_16k, vggish_log_mel
 from avseg.config import Config, load_config
+from avseg.data.datasets import is_binary
 from avseg.data.palette import voc_palette
 from avseg.data.transforms import resize_square, to_normalized_tensor
 from avseg.errors import UserError
@@ -56,7 +57,6 @@ AUDIO_SAMPLES = MIN_SAMPLES_PER_EXAMPLE  # 15600 samples (0.975 s) = one log-mel
 SECOND_SAMPLES = SAMPLE_RATE  # what the TD ablation's separator gets per frame
 RANDOM_INIT_WARNING = ("RANDOM INIT: the model has random weights; every mask, score and box it "
                        "outputs is MEANINGLESS (use this for smoke and speed runs only)")
-BINARY_DATASETS = ("s4", "ms3")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -73,7 +73,7 @@ def resolve_device(device: str | torch.device | None) -> torch.device:
 
 
 def default_class_names(config: Config) -> list[str]:
-    if config.data.dataset in BINARY_DATASETS:
+    if is_binary(config.data.dataset):
         return ["background", "sounding"]
     return ["background"] + [f"class {i}" for i in range(1, config.model.num_classes + 1)]
 
@@ -103,7 +103,7 @@ class Predictor:
                  score_threshold: float = 0.3, random_init: bool = False,
                  checkpoint: str | Path | None = None, config_path: str | Path | None = None):
         self.config = config
-        self.binary = config.data.dataset in BINARY_DATASETS
+        self.binary = is_binary(config.data.dataset)
         expected = 2 if self.binary else config.model.num_classes + 1
         names = list(class_names) if class_names is not None else None
         if names is not None and len(names) != expected:

@@ -12,10 +12,7 @@ from typing import Any
 
 import torch.distributed as dist
 
-
-def is_distributed() -> bool:
-    """True when torch.distributed is available, initialised and has more than one rank."""
-    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+from avseg.distributed import is_distributed
 
 
 def gather_states(state: dict[str, Any]) -> list[dict[str, Any]]:

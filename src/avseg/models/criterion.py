@@ -21,6 +21,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
+from avseg.distributed import initialized
 from avseg.models.matcher import HungarianMatcher, label_columns, resize_masks, target_boxes
 
 SEG_LOSSES = ("loss_ce", "loss_mask", "loss_dice", "loss_bbox", "loss_giou")
@@ -33,7 +34,7 @@ FRAME_KEYS = ("pred_logits", "pred_masks", "pred_boxes")
 def _num_objects(targets: list[dict[str, Tensor]], device: torch.device) -> float:
     """Target objects in the batch, averaged over ranks, at least 1."""
     count = torch.tensor(float(sum(int(t["labels"].numel()) for t in targets)), device=device)
-    if dist.is_available() and dist.is_initialized():
+    if initialized():
         dist.all_reduce(count)
         count = count / dist.get_world_size()
     return max(float(count), 1.0)

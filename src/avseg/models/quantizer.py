@@ -25,9 +25,11 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avseg.distributed import initialized
+
 
 def _distributed() -> bool:
-    return dist.is_available() and dist.is_initialized()
+    return initialized()
 
 
 def _all_reduce_sum(tensor: Tensor) -> Tensor:
