@@ -14,7 +14,7 @@ from avseg.models.qsd import QSD
 from avseg.models.separation import SeparateThenSegment
 from avseg.models.tpavi import TPAVI
 
-CONFIGS = sorted(str(p) for p in Path("configs").rglob("*.yaml"))
+CONFIGS = sorted(str(p) for p in Path("configs").rglob("*.yaml") if "study" not in p.parts)  # study specs: tests/study
 SMALL = [
     "data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
     "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16", "model.tpavi_channels=16",

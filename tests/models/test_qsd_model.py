@@ -147,7 +147,18 @@ def test_time_frequency_memory_feeds_the_local_asd():
     out = model(*inputs())
     assert seen == [torch.Size([6, 25, 32])]  # per frame: the fused audio token + 6 x 4 time-frequency cells
     total_loss(out).backward()
-    assert model.audio_tf_proj.weight.grad.abs().sum() > 0 and model.audio_tf_pos.grad.abs().sum() > 0
+    assert model.audio_tf.proj.weight.grad.abs().sum() > 0 and model.audio_tf.pos.grad.abs().sum() > 0
+
+
+def test_checkpoints_from_before_the_extras_module_still_load():
+    model = build("model.audio_memory=time_frequency").eval()
+    renamed = {key.replace("audio_tf.proj.", "audio_tf_proj.").replace("audio_tf.pos", "audio_tf_pos"): value
+               for key, value in model.state_dict().items()}
+    assert "audio_tf_pos" in renamed and "audio_tf_proj.weight" in renamed  # the old names
+    fresh = build("model.audio_memory=time_frequency").eval()
+    fresh.load_state_dict(renamed)  # strict
+    assert torch.equal(fresh.audio_tf.pos, model.audio_tf.pos)
+    assert torch.equal(fresh.audio_tf.proj.weight, model.audio_tf.proj.weight)
 
 
 def test_time_frequency_memory_needs_local_calibration():

@@ -11,7 +11,8 @@ from avseg.errors import UserError
 from avseg.models.backbones import BACKBONES, Backbone
 from avseg.models.encoder import MultiScaleEncoder
 from avseg.models.mask_decoder import FPN, MaskDecoder
-from avseg.models.qsd import AUDIO_MEMORIES, DECOMPOSITIONS, QSD, QSDSwitches
+from avseg.models.qsd import DECOMPOSITIONS, QSD, QSDSwitches
+from avseg.models.qsd_extras import QSDExtras
 from avseg.models.quantizer import SharedCodebookQuantizer
 from avseg.models.recombination import SemanticRecombination
 from avseg.models.semantic_decoder import AudioSemanticDecoder, AudioVisualFusion
@@ -61,20 +62,24 @@ def qsd_switches(config: Config) -> QSDSwitches:
         raise UserError(f"model.decomposition / recombination / local_calibration: {err}") from None
 
 
+def qsd_extras(config: Config) -> QSDExtras:
+    """The non-paper options of the config, checked once (`QSDExtras.check`); UserError names the key."""
+    m = config.model
+    extras = QSDExtras(audio_tagging_classes=m.num_classes if config.loss.audio_tagging > 0 else 0,
+                       tag_gating=m.tag_gating, codebook_from_local=m.codebook_from_local,
+                       codebook_warmup_steps=m.codebook_warmup_steps, audio_memory=m.audio_memory)
+    try:
+        extras.check(local_calibration=m.local_calibration)
+    except ValueError as err:
+        raise UserError(str(err)) from None
+    return extras
+
+
 def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audio_dim: int) -> QSD:
     m = config.model
     switches = qsd_switches(config)
+    extras = qsd_extras(config)
     decoded = switches.decomposition != "none"
-    if m.audio_memory not in AUDIO_MEMORIES:
-        raise UserError(f"model.audio_memory '{m.audio_memory}': expected one of {', '.join(AUDIO_MEMORIES)}")
-    if m.audio_memory == "time_frequency" and not switches.local_calibration:
-        raise UserError("model.audio_memory=time_frequency feeds the local ASD: set model.local_calibration=true "
-                        "(with model.decomposition=quantized)")
-    if m.tag_gating and config.loss.audio_tagging <= 0:
-        raise UserError("model.tag_gating multiplies class scores by the audio-tagging head's: set loss.audio_tagging > 0")
-    if m.codebook_from_local and not switches.local_calibration:
-        raise UserError("model.codebook_from_local needs local tokens: set model.local_calibration=true "
-                        "(with model.decomposition=quantized)")
     return QSD(
         backbone=backbone,
         encoder=MultiScaleEncoder(backbone.channels[1:], d_model=m.d_model, num_layers=m.encoder_layers,
@@ -94,10 +99,7 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
                                           kmeans_init=m.kmeans_init)
         if switches.decomposition == "quantized" else None,
         recombination=SemanticRecombination(m.d_model, m.num_tokens, 3) if switches.recombination else None,
-        freeze_audio_encoder=config.audio.freeze,
-        audio_tagging_classes=m.num_classes if config.loss.audio_tagging > 0 else 0,
-        local_updates_codebook=m.codebook_from_local, codebook_warmup_steps=m.codebook_warmup_steps,
-        audio_memory=m.audio_memory, tag_gating=m.tag_gating,
+        freeze_audio_encoder=config.audio.freeze, extras=extras,
     )
 
 

@@ -13,7 +13,7 @@ from torch.utils.flop_counter import FlopCounterMode
 from avseg.config import Config, load_config
 
 PARTS = (
-    "backbone", "encoder", "audio_encoder", "audio_proj", "audio_tf_proj", "audio_tag_head", "fusion", "global_asd",
+    "backbone", "encoder", "audio_encoder", "audio_proj", "audio_tf", "audio_tag_head", "fusion", "global_asd",
     "quantizer", "recombination", "local_asd", "fpn", "mask_decoder", "query_pos", "project", "tpavi", "decoder", "head",
 )
 

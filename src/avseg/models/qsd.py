@@ -4,6 +4,9 @@
     log-mel -> VGGish -> proj -> fusion (Eq. 3) -> global ASD (Eq. 4) -> quantizer (Eq. 2) --^        ^
                                           \\-> local ASD (Eq. 6) -> quantizer (commitment only) ----/ (queries)
 
+`forward` is the paper's pipeline, one line per step; `decompose` is Eq. 2, 4, 5 and 6. The options
+that are not in the paper live in `QSDExtras` (avseg.models.qsd_extras), all off by default.
+
 Table-2 rows as `QSDSwitches`:
     1 baseline        decomposition="none"                          (fused audio + learned embeddings as queries)
     2 + TD            row 1 run once per separated source (avseg.models.separation)
@@ -25,12 +28,11 @@ from avseg.models.backbones import Backbone
 from avseg.models.encoder import MultiScaleEncoder
 from avseg.models.mask_decoder import FPN, MaskDecoder
 from avseg.models.quantizer import SharedCodebookQuantizer
+from avseg.models.qsd_extras import QSDExtras, TimeFrequencyMemory, gate_logits, gate_outputs  # noqa: F401 (gate_logits re-exported)
 from avseg.models.recombination import SemanticRecombination
 from avseg.models.semantic_decoder import AudioSemanticDecoder, AudioVisualFusion
 
 DECOMPOSITIONS = ("none", "continuous", "quantized")
-AUDIO_MEMORIES = ("embedding", "time_frequency")
-TF_CELLS = 24  # 6 time x 4 frequency cells of a 96 x 64 log-mel example after the encoders' 16x pooling
 
 
 @dataclass(frozen=True)
@@ -50,80 +52,51 @@ class QSDSwitches:
             raise ValueError("local calibration commits local tokens to the codebook: needs decomposition='quantized'")
 
 
-def gate_logits(class_logits: Tensor, tag_logits: Tensor) -> Tensor:
-    """Logits of sigmoid(class_logits) * sigmoid(tag_logits): `[F, K, C]` x `[F, C]` -> `[F, K, C]`.
-
-    log p = logsigmoid(a) + logsigmoid(b); logit = log p - log(1 - p), computed without forming p.
-    """
-    log_p = (F.logsigmoid(class_logits.float()) + F.logsigmoid(tag_logits.float()).unsqueeze(1)).clamp(max=-1e-6)
-    return (log_p - torch.log(-torch.expm1(log_p))).to(class_logits.dtype)
-
-
 class QSD(nn.Module):
     """Quantization-based semantic decomposition for audio-visual segmentation.
 
-    Parts are built by `avseg.models.build` and passed in (SAM-style composition).
+    Parts are built by `avseg.models.build` and passed in (SAM-style composition); `switches`
+    selects the Table-2 row, `extras` the non-paper options.
     """
 
     def __init__(
-        self, *, backbone: Backbone, encoder: MultiScaleEncoder, audio_encoder: nn.Module,
-        audio_dim: int, fusion: AudioVisualFusion, mask_decoder: MaskDecoder, fpn: FPN,
-        num_tokens: int, switches: QSDSwitches, global_asd: AudioSemanticDecoder | None = None,
-        local_asd: AudioSemanticDecoder | None = None, quantizer: SharedCodebookQuantizer | None = None,
-        recombination: SemanticRecombination | None = None, freeze_audio_encoder: bool = True,
-        audio_tagging_classes: int = 0, local_updates_codebook: bool = False, codebook_warmup_steps: int = 0,
-        audio_memory: str = "embedding", tag_gating: bool = False,
+        self, *, backbone: Backbone, encoder: MultiScaleEncoder, audio_encoder: nn.Module, audio_dim: int,
+        fusion: AudioVisualFusion, mask_decoder: MaskDecoder, fpn: FPN, num_tokens: int, switches: QSDSwitches,
+        global_asd: AudioSemanticDecoder | None = None, local_asd: AudioSemanticDecoder | None = None,
+        quantizer: SharedCodebookQuantizer | None = None, recombination: SemanticRecombination | None = None,
+        freeze_audio_encoder: bool = True, extras: QSDExtras = QSDExtras(),
     ):
         super().__init__()
+        extras.check(local_calibration=switches.local_calibration)
         d_model = encoder.d_model
-        self.switches = switches
-        self.num_tokens = num_tokens
+        self.switches, self.extras, self.num_tokens = switches, extras, num_tokens
         self.backbone, self.encoder, self.fpn = backbone, encoder, fpn
         self.audio_encoder = audio_encoder
         self.freeze_audio_encoder = freeze_audio_encoder
         if freeze_audio_encoder:
             audio_encoder.requires_grad_(False)
         self.audio_proj = nn.Linear(audio_dim, d_model)
-        if audio_memory not in AUDIO_MEMORIES:
-            raise ValueError(f"audio_memory must be one of {AUDIO_MEMORIES}, got {audio_memory!r}")
-        # Optional, not in the paper (model.audio_memory="time_frequency"): the local ASD also reads
-        # the audio encoder's time-frequency map (6 x 4 cells per second), so that its prototypes
-        # can attend to different parts of the spectrum, i.e. to different sources of a mixture
-        # (docs/model.md, row "local ASD memory").
-        self.audio_tf_proj = self.audio_tf_pos = None
-        if audio_memory == "time_frequency":
-            if not switches.local_calibration or not hasattr(audio_encoder, "feature_map"):
-                raise ValueError("audio_memory='time_frequency' needs local calibration and an audio "
-                                 "encoder with feature_map/embed (VGGish, tiny)")
-            self.audio_tf_proj = nn.Linear(audio_encoder.tokens_dim, d_model)
-            self.audio_tf_pos = nn.Parameter(torch.randn(TF_CELLS, d_model) * 0.02)
+        self.audio_tf = None
+        if extras.audio_memory == "time_frequency":
+            if not hasattr(audio_encoder, "feature_map"):
+                raise ValueError("model.audio_memory=time_frequency needs an audio encoder with feature_map/embed "
+                                 "(VGGish, tiny)")
+            self.audio_tf = TimeFrequencyMemory(audio_encoder.tokens_dim, d_model)
         self.fusion = fusion
         self.global_asd, self.local_asd = global_asd, local_asd
         self.quantizer, self.recombination = quantizer, recombination
         self.mask_decoder = mask_decoder
-        # Optional, not in the paper (model.codebook_from_local): local tokens, the decoder's
-        # queries, also update the codebook (and seed its k-means init), so that E fits the
-        # tokens it quantizes for the decoder (docs/model.md, row "codebook fitted to the queries").
-        self.local_updates_codebook = local_updates_codebook
-        # Optional, not in the paper (model.codebook_warmup_steps): the first training steps run
-        # with continuous tokens (Table 2 row 3 behaviour); quantization (and with kmeans_init the
-        # codebook's initialisation) starts after them. Saved with the model, so resuming counts on.
-        self.register_buffer("warmup_steps_left", torch.tensor(int(codebook_warmup_steps)))
-        self._warmup_over = codebook_warmup_steps <= 0  # a Python mirror: no device sync once over
+        # warm-up (extras): training steps left with continuous tokens; saved, so a resume counts on
+        self.register_buffer("warmup_steps_left", torch.tensor(int(extras.codebook_warmup_steps)))
+        self._warmup_over = extras.codebook_warmup_steps <= 0  # a Python mirror: no device sync once over
+        if not self._warmup_over:
+            self.register_forward_hook(_count_warmup_step)
         # Learned slot embeddings, added to the queries at every decoder attention (DETR's query
         # positions): quantized tokens may share a codeword, and identical queries would give
         # identical predictions that the one-to-one matching cannot tell apart.
         self.query_pos = nn.Embedding(num_tokens, d_model)
-        # Optional, not in the paper (loss.audio_tagging > 0): a linear audio-tagging head on F_a,
-        # trained to name each second's sounding classes, for audio encoders learning from scratch
-        # (docs/model.md, row "audio encoder help for from-scratch runs").
-        self.audio_tag_head = nn.Linear(d_model, audio_tagging_classes) if audio_tagging_classes > 0 else None
-        # Optional, not in the paper (model.tag_gating, needs the tagging head): every token's class
-        # probability is multiplied by the frame's audio-tag probability of that class, so a token
-        # names a class only when the audio says that class sounds (docs/model.md, row "class gating").
-        if tag_gating and self.audio_tag_head is None:
-            raise ValueError("tag_gating needs the audio-tagging head (audio_tagging_classes > 0)")
-        self.tag_gating = tag_gating
+        n_tags = extras.audio_tagging_classes
+        self.audio_tag_head = nn.Linear(d_model, n_tags) if n_tags > 0 else None
         self._check_parts()
 
     def _check_parts(self) -> None:
@@ -141,6 +114,9 @@ class QSD(nn.Module):
     def _load_from_state_dict(self, state_dict, prefix, *args, **kwargs):
         # checkpoints written before the warm-up option existed: their quantizer was always on
         state_dict.setdefault(prefix + "warmup_steps_left", torch.tensor(0))
+        for old, new in (("audio_tf_proj.", "audio_tf.proj."), ("audio_tf_pos", "audio_tf.pos")):  # before QSDExtras
+            for key in [k for k in state_dict if k.startswith(prefix + old)]:
+                state_dict[prefix + new + key[len(prefix + old):]] = state_dict.pop(key)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
         self._warmup_over = False  # re-read from the loaded counter
 
@@ -157,20 +133,6 @@ class QSD(nn.Module):
             self.audio_encoder.eval()
         return self
 
-    def encode_audio(self, log_mel: Tensor) -> tuple[Tensor, Tensor | None]:
-        """log_mel `[B, T, 96, 64]` -> audio features F_a `[B, T, C]` and, with the time-frequency
-        memory, the projected time-frequency cells `[B*T, 24, C]` (else None)."""
-        batch, frames = log_mel.shape[:2]
-        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_encoder):
-            if self.audio_tf_proj is None:
-                return self.audio_proj(self.audio_encoder(log_mel.flatten(0, 1)).view(batch, frames, -1)), None
-            feature_map = self.audio_encoder.feature_map(log_mel.flatten(0, 1))  # [B*T, D, 6, 4]
-            embeddings = self.audio_encoder.embed(feature_map)
-        cells = feature_map.flatten(2).transpose(1, 2)  # [B*T, 24, D]
-        if cells.shape[1] != TF_CELLS:
-            raise ValueError(f"the audio encoder's time-frequency map has {cells.shape[1]} cells, expected {TF_CELLS}")
-        return self.audio_proj(embeddings.view(batch, frames, -1)), self.audio_tf_proj(cells) + self.audio_tf_pos
-
     def forward(self, frames: Tensor, log_mel: Tensor, frame_present: Tensor | None = None) -> dict:
         """frames `[B, T, 3, H, W]`, log_mel `[B, T, 96, 64]`, frame_present `[B, T]` bool.
 
@@ -182,23 +144,30 @@ class QSD(nn.Module):
         batch, num_frames = frames.shape[:2]
         if frame_present is None:
             frame_present = torch.ones(batch, num_frames, dtype=torch.bool, device=frames.device)
-        stride4, *pyramid = self.backbone(frames.flatten(0, 1))
-        maps, positions = self.encoder(pyramid)
-        audio, cells = self.encode_audio(log_mel)
-        fused = self.fuse(audio, maps[-1], positions[-1], frame_present)
-        queries, vq, maps = self.decompose(fused, maps, frame_present, cells)
+        stride4, *pyramid = self.backbone(frames.flatten(0, 1))            # visual features F_v
+        maps, positions = self.encoder(pyramid)                            # multi-scale encoder
+        audio, cells = self.encode_audio(log_mel)                          # F_a [B, T, C]
+        fused = self.fuse(audio, maps[-1], positions[-1], frame_present)   # Eq. 3
+        queries, vq, maps = self.decompose(fused, maps, frame_present, cells)  # Eq. 2, 4, 5, 6
         query_pos = self.query_pos.weight.unsqueeze(0).expand(queries.shape[0], -1, -1)
         outputs = self.mask_decoder(queries, maps, positions, self.fpn(stride4, maps), query_pos=query_pos)
         outputs["vq"] = vq
-        if self.training and not self._warmup_over:
-            self.warmup_steps_left -= 1
-            self._warmup_over = int(self.warmup_steps_left) <= 0
-        if self.audio_tag_head is not None:
+        if self.audio_tag_head is not None:  # extras: audio tagging, class gating
             outputs["audio_tag_logits"] = self.audio_tag_head(audio).flatten(0, 1)  # [B*T, classes]
-            if self.tag_gating:
-                for out in (outputs, *outputs["aux_outputs"]):
-                    out["pred_logits"] = gate_logits(out["pred_logits"], outputs["audio_tag_logits"])
+            if self.extras.tag_gating:
+                gate_outputs(outputs, outputs["audio_tag_logits"])
         return outputs
+
+    def encode_audio(self, log_mel: Tensor) -> tuple[Tensor, Tensor | None]:
+        """log_mel `[B, T, 96, 64]` -> audio features F_a `[B, T, C]` and, with the time-frequency
+        memory, the projected time-frequency cells `[B*T, 24, C]` (else None)."""
+        batch, frames = log_mel.shape[:2]
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_encoder):
+            if self.audio_tf is None:
+                return self.audio_proj(self.audio_encoder(log_mel.flatten(0, 1)).view(batch, frames, -1)), None
+            feature_map = self.audio_encoder.feature_map(log_mel.flatten(0, 1))  # [B*T, D, 6, 4]
+            embeddings = self.audio_encoder.embed(feature_map)
+        return self.audio_proj(embeddings.view(batch, frames, -1)), self.audio_tf(feature_map)
 
     def fuse(self, audio: Tensor, coarse: Tensor, coarse_pos: Tensor, frame_present: Tensor) -> Tensor:
         """Eq. 3 over the clip: audio `[B, T, C]` attends to the coarsest maps of all T frames."""
@@ -211,53 +180,62 @@ class QSD(nn.Module):
 
     def decompose(self, fused: Tensor, maps: list[Tensor], frame_present: Tensor,
                   cells: Tensor | None = None) -> tuple[Tensor, dict, list[Tensor]]:
-        """Turn the fused audio `[B, T, C]` into mask-decoder queries `[B*T, K, C]`.
+        """The fused audio `[B, T, C]` -> mask-decoder queries `[B*T, K, C]`, by the Table-2 row.
 
-        `cells` `[B*T, 24, C]` (time-frequency memory): appended to each frame's local ASD memory.
+        row 1: the frame's fused audio, repeated K times; rows 3-5: the clip's K global tokens
+        (Eq. 4; quantized, Eq. 2, from row 4; AVSR recombines the maps with them, Eq. 5) plus the
+        frame's audio; row 6: each frame's local tokens (Eq. 6), committed to the codebook.
+        `cells` `[B*T, 24, C]` (extras, time-frequency memory) join each frame's local memory.
 
-        Returns (queries, vq losses/statistics, visual maps (recombined when AVSR is on)).
+        Returns (queries, vq losses / statistics, visual maps (recombined when AVSR is on)).
         """
-        s = self.switches
-        batch, num_frames, d_model = fused.shape
         frame_audio = fused.flatten(0, 1).unsqueeze(1)  # [B*T, 1, C]
+        if self.switches.decomposition == "none":
+            return frame_audio.expand(-1, self.num_tokens, -1), {}, maps
         local_memory = frame_audio if cells is None else torch.cat([frame_audio, cells], dim=1)
-        vq: dict = {}
-        if s.decomposition == "none":
-            return frame_audio.expand(-1, self.num_tokens, -1), vq, maps
-        local = None
-        if s.local_calibration and self.local_updates_codebook and self.quantizing:
-            # before the global call, so that k-means init sees the B*T*K frame tokens
-            local = self.local_queries(local_memory, frame_present, vq)
-        tokens = self.global_asd(fused, memory_padding=~frame_present)  # [B, K, C]
-        if self.quantizing:
-            result = self.quantizer(tokens, update_codebook=True)
-            tokens = result["quantized"]
-            vq.update(
-                codebook_loss=result["codebook_loss"] + vq.pop("codebook_loss", 0.0),
-                commitment_loss=result["commitment_loss"],
-                perplexity=result["perplexity"], usage=result["usage"], indices=result["indices"],
-            )
-        if s.recombination:
+        early_local = self.extras.codebook_from_local and self.switches.local_calibration and self.quantizing
+        # extras: local tokens that update the codebook go first, so k-means init sees the B*T*K tokens
+        local = self.local_tokens(local_memory, frame_present) if early_local else None
+        tokens, vq = self.global_tokens(fused, frame_present)
+        if local is not None and "codebook_loss" in local[1]:
+            vq["codebook_loss"] = vq["codebook_loss"] + local[1].pop("codebook_loss")
+        if self.switches.recombination:
             maps = self.recombination(maps, tokens)
-        if s.local_calibration:
-            if local is None:
-                local = self.local_queries(local_memory, frame_present, vq)
-            return local, vq, maps
-        global_per_frame = tokens.repeat_interleave(num_frames, dim=0)  # [B*T, K, C]
-        return global_per_frame + frame_audio, vq, maps
+        if not self.switches.local_calibration:
+            return tokens.repeat_interleave(fused.shape[1], dim=0) + frame_audio, vq, maps  # [B*T, K, C]
+        queries, local_vq = local if local is not None else self.local_tokens(local_memory, frame_present)
+        return queries, {**vq, **local_vq}, maps
 
-    def local_queries(self, memory: Tensor, frame_present: Tensor, vq: dict) -> Tensor:
-        """Eq. 6: the local ASD's tokens of each frame (memory `[B*T, S, C]`), quantized with the shared codebook
-        `[B*T, K, C]`; adds the local commitment loss (and, when local tokens update the codebook,
-        their codebook loss) to `vq`."""
+    def global_tokens(self, fused: Tensor, frame_present: Tensor) -> tuple[Tensor, dict]:
+        """Eq. 4 (and Eq. 2 when quantizing): the clip's semantic tokens `[B, K, C]` and the
+        quantizer's losses and statistics (empty for continuous tokens)."""
+        tokens = self.global_asd(fused, memory_padding=~frame_present)  # [B, K, C]
+        if not self.quantizing:
+            return tokens, {}
+        result = self.quantizer(tokens, update_codebook=True)
+        return result["quantized"], {key: result[key] for key in
+                                     ("codebook_loss", "commitment_loss", "perplexity", "usage", "indices")}
+
+    def local_tokens(self, memory: Tensor, frame_present: Tensor) -> tuple[Tensor, dict]:
+        """Eq. 6: the local ASD's tokens of each frame (memory `[B*T, S, C]`), quantized with the
+        shared codebook, `[B*T, K, C]`, and their losses (local commitment; with the extras'
+        `codebook_from_local` also a codebook loss)."""
         local = self.local_asd(memory)  # [B*T, K, C]
         if not self.quantizing:
-            return local
+            return local, {}
         present = frame_present.flatten()
-        result = self.quantizer(local[present], update_codebook=self.local_updates_codebook, local=True)
+        updates = self.extras.codebook_from_local
+        result = self.quantizer(local[present], update_codebook=updates, local=True)
         queries = local.clone()
         queries[present] = result["quantized"]
-        vq.update(local_commitment_loss=result["commitment_loss"], local_indices=result["indices"])
-        if self.local_updates_codebook:
-            vq["codebook_loss"] = result["codebook_loss"]
-        return queries
+        stats = {"local_commitment_loss": result["commitment_loss"], "local_indices": result["indices"]}
+        if updates:
+            stats["codebook_loss"] = result["codebook_loss"]
+        return queries, stats
+
+
+def _count_warmup_step(model: QSD, _inputs, _outputs) -> None:
+    """Forward hook of the extras' codebook warm-up: one training call = one step counted."""
+    if model.training and not model._warmup_over:
+        model.warmup_steps_left -= 1
+        model._warmup_over = int(model.warmup_steps_left) <= 0
