@@ -103,7 +103,7 @@ def test_every_row_of_the_shipped_specs_builds_its_model(tmp_path):
     from avseg.models.build import build_model
     from avseg.models.qsd import QSD
     from avseg.models.separation import SeparateThenSegment
-    from avseg.study.runner import run_config
+    from avseg.study.spec import run_config
 
     small = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
              "model.asd_layers=1", "model.decoder_layers=1", "model.codebook_size=16"]

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avseg.study.spec import StudySpec, spec_to_dict
+from avseg.study.spec import StudySpec, run_config, spec_to_dict
 
 COLUMNS = (  # key in measure.json, header in results.md
     ("miou", "mIoU"), ("f", "F"), ("binary_j", "J (bin)"), ("binary_f", "F (bin)"),
@@ -126,6 +126,10 @@ def markdown(results: dict) -> str:
         cells += [_fmt(entry.get(key), 1 if key == "perplexity_global" else 3) for key, _ in COLUMNS] + [str(n)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "\\* not in the paper.", ""]
+    if results.get("baselines"):
+        b = results["baselines"]
+        lines += [f"Trivial baselines on the same test clips: all background mIoU {b['all_background']:.3f}; every "
+                  f"visible object with its class, sounding or not (ignores the audio) {b['every_object']:.3f}.", ""]
     snr_rows = {k: v for k, v in results["rows"].items() if v.get("snr")}
     if snr_rows:
         values = list(next(iter(snr_rows.values()))["snr"])
@@ -150,6 +154,22 @@ def markdown(results: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def baselines(spec: StudySpec, out: Path) -> dict[str, float] | None:
+    """The trivial baselines of the study's test clips (DIR/baselines.json, computed once)."""
+    path = out / "baselines.json"
+    if path.is_file():
+        return json.loads(path.read_text(encoding="utf-8"))
+    data_root = out / "data" / "bench"
+    if not (data_root / "_synth" / "info.json").is_file():
+        return None
+    from avseg.study.measure import data_baselines
+
+    config = run_config(spec, spec.rows[0].name, spec.seeds[0], data_root, out / "runs" / "_baselines", None)
+    result = data_baselines(config, data_root)
+    path.write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
+    return result
+
+
 def write_results(spec: StudySpec, out: Path, *, session_seconds: float, machine: dict) -> dict:
     from avseg.study.report import write_report
 
@@ -161,6 +181,7 @@ def write_results(spec: StudySpec, out: Path, *, session_seconds: float, machine
         "benchmark_line": f"synthetic AVSS ({'+'.join(b.subsets)}), tier {b.tier}, {b.clips} clips, "
                           f"{b.image_size} px, {b.num_classes} classes, seed {b.seed}",
         "seeds": list(spec.seeds), "rows": table, "targets": targets(table), "tsne": tsne_results(out, spec),
+        "baselines": baselines(spec, out),
         "runs_finished": sum(len(v) for v in runs.values()), "runs_total": len(spec.rows) * len(spec.seeds),
         "train_seconds_total": float(sum(r.get("train_seconds") or 0 for v in runs.values() for r in v)),
         "session_seconds": session_seconds, "machine": machine,

@@ -132,6 +132,25 @@ def _load_extras(synth_root: Path, clip_id: str) -> dict:
 
 
 @torch.no_grad()
+def data_baselines(config: Config, synth_root: str | Path, split: str = "test") -> dict[str, float]:
+    """mIoU of the trivial answers on the same clips: nothing segmented ("all_background") and every
+    visible object segmented with its class, sounding or not ("every_object": a perfect segmenter
+    that ignores the audio)."""
+    from avseg.engine.baselines import every_object_ids
+
+    names = len(class_names(config))
+    metrics = {name: TaskMetric("semantic", names, 5) for name in ("all_background", "every_object")}
+    for batch, _damaged in evaluation_loader(config, split):
+        if batch is None:
+            continue
+        size = tuple(batch.semantic.shape[-2:])
+        ids = every_object_ids(Path(synth_root), batch.clip_ids, batch.frames.shape[1], size, False)
+        metrics["every_object"].update(batch, {"ids": ids})
+        metrics["all_background"].update(batch, {"ids": torch.zeros_like(ids)})
+    return {name: float(metric.compute()["miou"]) for name, metric in metrics.items()}
+
+
+@torch.no_grad()
 def measure_model(model: nn.Module, config: Config, synth_root: str | Path, *, split: str = "test",
                   shuffled: bool = True, objects: bool = True, tokens: bool = False) -> dict:
     """Every column of one run on `split` (see the module docstring); tokens under "tokens" when asked."""

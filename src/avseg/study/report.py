@@ -144,13 +144,17 @@ def write_report(results: dict, spec: StudySpec, out: Path, text: str) -> Path:
         for k, v in results.get("targets", {}).items())
     tsne = "".join(f"<figure>{_img(png, row)}<figcaption>{html.escape(row)}: ratio "
                    f"{results['tsne'].get(row, {}).get('ratio')}</figcaption></figure>" for row, png in tsne_images(out, spec))
+    b = results.get("baselines")
+    baseline_line = (f"<p>Trivial baselines on the same test clips: all background mIoU {b['all_background']:.3f}; "
+                     f"every visible object with its class, sounding or not (ignores the audio) {b['every_object']:.3f}.</p>"
+                     if b else "")
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>avseg study {html.escape(spec.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;}} table{{border-collapse:collapse;font-size:12px}}
 td,th{{border:1px solid #ccc;padding:3px 6px;text-align:right}} img{{max-width:100%}} figure{{display:inline-block}}</style></head><body>
 <h1>avseg study: {html.escape(spec.name)}</h1>
 <p>{html.escape(results['benchmark_line'])}; seeds {results['seeds']}; {results['runs_finished']} of {results['runs_total']} runs finished.</p>
 <p>{html.escape(spec.description)}</p>
-<h2>Results (mean ± std over seeds)</h2>{_table(tables[0])}
+<h2>Results (mean ± std over seeds)</h2>{_table(tables[0])}{baseline_line}
 <h2>Rows</h2>{_img(bars(results), "bars")}
 <h2>Targets</h2><ul>{targets or '<li>not measurable yet</li>'}</ul>
 <h2>Noise robustness</h2>{_img(snr_curves(results), "SNR curves")}

@@ -21,9 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
-from avseg.config import load_config
 from avseg.errors import UserError
-from avseg.study.spec import StudySpec, spec_to_dict
+from avseg.study.spec import StudySpec, run_config, spec_to_dict
 
 TRAIN_DONE = "train_done.json"
 MEASURE = "measure.json"
@@ -68,20 +67,6 @@ def ensure_data(spec: StudySpec, root: Path, *, snr_db: float | None = None, log
     log(f"[study] generating the {what} into {root}")
     generate("avss", root, config, splits=None if snr_db is None else ("test",))
     return root
-
-
-def run_config(spec: StudySpec, row_name: str, seed: int, data_root: Path, run_dir: Path,
-               audio_weights: Path | None):
-    """The training config of one row and seed: base config, study settings, spec and row overrides."""
-    b, s = spec.benchmark, spec.schedule
-    fixed = [f"data.root={data_root}", f"data.avss_subsets=[{','.join(b.subsets)}]",
-             f"data.image_size={b.image_size}", f"model.num_classes={b.num_classes}",
-             f"data.batch_size={s.batch_size}", f"train.epochs={s.epochs}",
-             f"train.lr_drop_epochs=[{','.join(str(e) for e in s.lr_drop_epochs)}]",
-             f"output_dir={run_dir}", f"seed={seed}"]
-    if audio_weights is not None:
-        fixed += [f"audio.tiny_weights={audio_weights}", "audio.freeze=true"]
-    return load_config(spec.base_config, fixed + list(spec.overrides) + list(spec.row(row_name).overrides))
 
 
 def ensure_audio_encoder(spec: StudySpec, out: Path, data_root: Path, log=print) -> Path | None:

@@ -15,6 +15,7 @@ from pathlib import Path
 from omegaconf import OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
+from avseg.config import load_config
 from avseg.errors import UserError
 
 
@@ -150,3 +151,17 @@ def load_spec(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> 
 
 def spec_to_dict(spec: StudySpec) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(spec), resolve=True)
+
+
+def run_config(spec: StudySpec, row_name: str, seed: int, data_root: Path, run_dir: Path,
+               audio_weights: Path | None):
+    """The training config of one row and seed: base config, study settings, spec and row overrides."""
+    b, s = spec.benchmark, spec.schedule
+    fixed = [f"data.root={data_root}", f"data.avss_subsets=[{','.join(b.subsets)}]",
+             f"data.image_size={b.image_size}", f"model.num_classes={b.num_classes}",
+             f"data.batch_size={s.batch_size}", f"train.epochs={s.epochs}",
+             f"train.lr_drop_epochs=[{','.join(str(e) for e in s.lr_drop_epochs)}]",
+             f"output_dir={run_dir}", f"seed={seed}"]
+    if audio_weights is not None:
+        fixed += [f"audio.tiny_weights={audio_weights}", "audio.freeze=true"]
+    return load_config(spec.base_config, fixed + list(spec.overrides) + list(spec.row(row_name).overrides))
