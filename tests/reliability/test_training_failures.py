@@ -78,3 +78,10 @@ def test_restart_removes_stale_temp_files_and_logs_each_step_once(run_copy, data
     steps = [r["step"] for r in read_log(log) if r["event"] == "train"]
     assert steps == [1, 2, 3]  # step 2 once: the replayed record was dropped, the torn line too
     assert all(r.get("loss_total") != 1.0 for r in read_log(log) if r["event"] == "train")
+
+
+def test_unwritable_eval_output_is_one_line(trained, data_root):
+    out = "/sys/avseg-reliability-test/eval"  # the CLI turns the OSError of any command into one line
+    result = avseg("eval", CONFIG, f"data.root={data_root}", "data.num_workers=0", "data.image_size=32",
+                   "--checkpoint", str(trained), "--out", out)
+    assert_one_line_error(result, "eval", "/sys/avseg-reliability-test")
