@@ -57,6 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     except UserError as err:
         print(f"avseg {args.command}: error: {err}", file=sys.stderr)
         return 2
+    except OSError as err:  # a full disk, a read-only or unwritable path met outside the checks above
+        where = f"{err.filename}: " if err.filename else ""
+        print(f"avseg {args.command}: error: {where}{err.strerror or err}", file=sys.stderr)
+        return 1
     except KeyboardInterrupt:
         print(f"avseg {args.command}: interrupted", file=sys.stderr)
         return 130

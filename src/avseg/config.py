@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from omegaconf.errors import ConfigKeyError, OmegaConfBaseException, ValidationError
+from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, OmegaConfBaseException, ValidationError
 
 from avseg.errors import UserError
 
@@ -44,6 +44,9 @@ class DataConfig:
     load_waveform: bool = False  # keep the 16 kHz waveform in each sample (Table 2 row 2 needs it)
     batch_size: int = 4
     num_workers: int = 2
+    # training clips that cannot be read are named once and skipped, up to this many; one more
+    # stops the run (-1 = 2% of the train split, at least 1; 0 = stop at the first)
+    max_damaged: int = -1
 
 
 @dataclass
@@ -226,6 +229,16 @@ def _known_keys(schema: DictConfig, prefix: str = "") -> list[str]:
     return keys
 
 
+def _dotted_keys(tree: dict, prefix: str = "") -> list[str]:
+    """Every dotted key of a plain nested dict (sections and leaves)."""
+    keys = []
+    for key, value in tree.items():
+        keys.append(f"{prefix}{key}")
+        if isinstance(value, dict):
+            keys.extend(_dotted_keys(value, f"{prefix}{key}."))
+    return keys
+
+
 def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> ConfigError:
     key = getattr(err, "full_key", None) or "?"
     if isinstance(err, ConfigKeyError):
@@ -233,9 +246,45 @@ def _explain(err: OmegaConfBaseException, schema: DictConfig, source: str) -> Co
         hint = f"; did you mean '{close[0]}'?" if close else ""
         return ConfigError(f"{source}: unknown config key '{key}'{hint}")
     if isinstance(err, ValidationError):
-        message = str(err).splitlines()[0]
-        return ConfigError(f"{source}: bad value for '{key}': {message}")
-    return ConfigError(f"{source}: {str(err).splitlines()[0]}")
+        return ConfigError(f"{source}: bad value for '{key}': {first_line(err)}")
+    if isinstance(err, InterpolationResolutionError):
+        return ConfigError(f"{source}: cannot resolve the interpolation in '{key}': {first_line(err)}")
+    return ConfigError(f"{source}: {first_line(err)}")
+
+
+def first_line(err: BaseException) -> str:
+    """The first non-empty line of an exception's message, else its type's name."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    return lines[0] if lines else type(err).__name__
+
+
+def _yaml_problem(err: Exception) -> str:
+    """A YAML error as "line L, column C: problem" (1-based, as editors count)."""
+    mark = getattr(err, "problem_mark", None) or getattr(err, "context_mark", None)
+    problem = getattr(err, "problem", None) or getattr(err, "context", None) or first_line(err)
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
+def _finish(merged: DictConfig, schema: DictConfig, sources: dict[str, str], default: str = "config") -> Config:
+    """Resolve interpolations, build the dataclasses and check every value's range."""
+    try:
+        config = OmegaConf.to_object(merged)
+    except OmegaConfBaseException as err:
+        key = str(getattr(err, "full_key", None) or "")
+        raise _explain(err, schema, _source_of(key, sources, default)) from None
+    from avseg.config_checks import check_ranges
+
+    problem = check_ranges(config)
+    if problem is not None:
+        key, message = problem
+        raise ConfigError(f"{_source_of(key, sources, default)}: {key}: {message}")
+    return config
+
+
+def _source_of(key: str, sources: dict[str, str], default: str) -> str:
+    return sources.get(key) or next((s for k, s in sources.items() if key.startswith(f"{k}.")), default)
 
 
 def _merge(base: DictConfig, other: Any, schema: DictConfig, source: str) -> DictConfig:
@@ -252,6 +301,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
     """
     schema = OmegaConf.structured(Config)
     merged = schema
+    sources: dict[str, str] = {}  # dotted key -> the file or override that set it
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -259,10 +309,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         try:
             loaded = OmegaConf.load(path)
         except Exception as err:  # YAML syntax errors come in several types
-            raise ConfigError(f"{path}: not valid YAML ({str(err).splitlines()[0]})") from None
+            raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
         merged = _merge(merged, loaded, schema, str(path))
+        sources.update(dict.fromkeys(_dotted_keys(OmegaConf.to_container(loaded, resolve=False)), str(path)))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. data.image_size=112")
@@ -271,9 +322,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         try:
             dotlist = OmegaConf.from_dotlist([item])
         except OmegaConfBaseException as err:
-            raise ConfigError(f"override '{item}': {str(err).splitlines()[0]}") from None
+            raise ConfigError(f"override '{item}': {first_line(err)}") from None
         merged = _merge(merged, dotlist, schema, f"override '{item}'")
-    return OmegaConf.to_object(merged)
+        sources[item.partition("=")[0]] = f"override '{item}'"
+    return _finish(merged, schema, sources)
 
 
 def config_to_dict(config: Config) -> dict:
@@ -284,7 +336,8 @@ def config_to_dict(config: Config) -> dict:
 def config_from_dict(data: dict) -> Config:
     """Rebuild a Config from `config_to_dict` output (e.g. from a checkpoint)."""
     schema = OmegaConf.structured(Config)
-    return OmegaConf.to_object(_merge(schema, OmegaConf.create(data), schema, "stored config"))
+    merged = _merge(schema, OmegaConf.create(data), schema, "stored config")
+    return _finish(merged, schema, {}, "stored config")
 
 
 def save_config(config: Config, path: str | Path) -> None:

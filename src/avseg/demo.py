@@ -86,7 +86,7 @@ def predict_video(run: Path, out: Path) -> dict:
     predictor = Predictor.from_checkpoint(run / "best.pt")
     _, bank = class_bank_for(predictor.class_names)
     video = write_synthetic_video(out / "demo_video.mp4", bank, ExampleSpec("demo_video.mp4", 8, True, 2024, (256, 256)))
-    report = predictor.predict_video(video, out / "predict", progress=True)
+    report = predictor.predict_video(video, out / "predict", progress=True, overwrite=True)
     print(f"predicted {len(report['frames'])} frames of {video}; overlay: {out / 'predict' / 'overlay.mp4'}")
     return {"video": str(video), "frames": len(report["frames"]), "seconds": round(time.perf_counter() - start, 1)}
 

@@ -251,9 +251,11 @@ def test_cli_errors_are_one_line(capsys, args, message):
     assert err.strip().splitlines()[-1].startswith("avseg app: error:")
 
 
-def test_cli_serves_a_checkpoint_on_localhost(tmp_path):
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["ctrl-c", "sigterm"])
+def test_cli_serves_a_checkpoint_on_localhost(tmp_path, stop):
     """`avseg app --checkpoint` in its own process: the page comes up on 127.0.0.1, without the
-    random-init banner, with the checkpoint's class names and the examples of --examples."""
+    random-init banner, with the checkpoint's class names and the examples of --examples; Ctrl-C
+    and SIGTERM both end it and remove its temp folder of results."""
     import torch
 
     from avseg.config import load_config
@@ -271,7 +273,10 @@ def test_cli_serves_a_checkpoint_on_localhost(tmp_path):
     examples.mkdir()
     make_video(examples / "one.mp4", seconds=1)
     port = free_port()
-    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "GRADIO_TEMP_DIR": str(tmp_path / "gradio")}
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {**os.environ, "XDG_CACHE_HOME": str(tmp_path / "cache"), "GRADIO_TEMP_DIR": str(tmp_path / "gradio"),
+           "TMPDIR": str(temp)}
     env.pop("GRADIO_ANALYTICS_ENABLED", None)  # the app turns it off itself
     process = subprocess.Popen(
         [sys.executable, "-m", "avseg.cli", "app", "--checkpoint", str(checkpoint), "--device", "cpu",
@@ -294,8 +299,9 @@ def test_cli_serves_a_checkpoint_on_localhost(tmp_path):
         assert config_json["analytics_enabled"] is False
         assert "one.mp4" in text
         assert not (tmp_path / "cache").exists()  # --examples given: nothing generated
+        assert len(list(temp.glob("avseg-app-*"))) == 1  # the folder of results
     finally:
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         try:
             output, _ = process.communicate(timeout=20)
         except subprocess.TimeoutExpired:
@@ -303,3 +309,4 @@ def test_cli_serves_a_checkpoint_on_localhost(tmp_path):
             output, _ = process.communicate()
     assert f"Running on local URL:  http://127.0.0.1:{port}" in output
     assert "Traceback" not in output
+    assert process.returncode is not None and list(temp.glob("avseg-app-*")) == []

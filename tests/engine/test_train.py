@@ -53,6 +53,9 @@ def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_one(ms3_root, 
         losses[run] = {r["step"]: r["loss_total"] for r in records}
     assert losses["cut"][5] == pytest.approx(losses["full"][5], abs=1e-6)
     assert losses["cut"][6] == pytest.approx(losses["full"][6], abs=1e-6)
+    # step 5 ran before the interruption and again after the resume: the log holds it once
+    steps = [r["step"] for r in read_log(tmp_path / "cut" / "log.jsonl") if r["event"] == "train"]
+    assert steps == [1, 2, 3, 4, 5, 6]
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(ms3_root, tmp_path, tpavi_config,

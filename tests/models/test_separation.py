@@ -31,13 +31,20 @@ def test_silence_and_single_source():
     assert np.allclose(NMFSeparator(num_sources=1)(wave)[0], wave)
 
 
-def test_plug_in_separator_by_import_path():
-    separator = build_separator("tests_plugin_separator:factory", 2)
+def test_plug_in_separator_by_import_path_only_when_allowed():
+    import sys
+
+    sys.modules.pop("tests_plugin_separator", None)
+    with pytest.raises(UserError, match="--allow-import"):
+        build_separator("tests_plugin_separator:factory", 2)
+    assert "tests_plugin_separator" not in sys.modules  # refused before anything was imported
+    separator = build_separator("tests_plugin_separator:factory", 2, allow_import=True)
     assert separator(np.ones(10)).shape == (2, 10)
+    assert isinstance(build_separator("nmf", 3), NMFSeparator)
     with pytest.raises(UserError, match="nmf"):
         build_separator("nonsense", 2)
     with pytest.raises(UserError, match="cannot import"):
-        build_separator("no_such_module_xyz:factory", 2)
+        build_separator("no_such_module_xyz:factory", 2, allow_import=True)
 
 
 class FakeBaseline(torch.nn.Module):

@@ -1,7 +1,8 @@
 """`avseg app (--checkpoint CKPT | --config CFG --random-init) [--host H] [--port P] ...`.
 
-Starts the web page of `avseg.app.page` and serves it until Ctrl-C. It binds 127.0.0.1 unless
---host says otherwise; uploads over --max-upload-mb are refused; nothing is sent anywhere.
+Starts the web page of `avseg.app.page` and serves it until Ctrl-C or SIGTERM (both remove its
+temp folder of results). It binds 127.0.0.1 unless --host says otherwise; uploads over
+--max-upload-mb are refused; nothing is sent anywhere.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import argparse
 import atexit
 import errno
+import signal
 import sys
 import warnings
 from pathlib import Path
@@ -60,6 +62,9 @@ def run_cli(args: argparse.Namespace) -> int:
         warnings.simplefilter("ignore", UserWarning)
         demo = build_app(predictor, examples, args.max_upload_mb)
     atexit.register(demo.avseg_settings["store"].cleanup)
+    # SIGTERM (kill, systemd, docker stop) ends the app as Ctrl-C does: the server closes, then
+    # the atexit cleanup removes the folder of results
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
     try:
         launch_app(demo, args.host, args.port or None, block=True)
     except OSError as err:

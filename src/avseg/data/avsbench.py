@@ -36,6 +36,7 @@ from avseg.data.transforms import ClipTransform, eval_transform, to_normalized_t
 from avseg.errors import UserError
 
 SAMPLE_RATE = 16_000  # Sample.waveform is mono at 16 kHz
+SHORT_AUDIO_SLACK = 0.5  # seconds a wav may lack before the padding with silence is warned about
 LOG_MEL_SHAPE = (96, 64)
 PKL_WARNING = (
     "use_log_mel_pkl=True: reading the release's pickled log-mels (audio_log_mel/*.pkl). Pickle "
@@ -90,7 +91,8 @@ def read_audio(
     """Read a clip's wav once; return (log-mel `[num_examples, 96, 64]`, mono 16 kHz `[samples]`).
 
     The log-mel has one VGGish example per second (example i = second i), padded or truncated to
-    `num_examples` by `avseg.audio.vggish_log_mel`.
+    `num_examples` by `avseg.audio.vggish_log_mel`. A wav at least half a second shorter than
+    the clip is padded with silence and named in a warning (`SHORT_AUDIO_SLACK`).
     """
     from avseg.audio import load_audio, vggish_log_mel
 
@@ -102,6 +104,10 @@ def read_audio(
     samples = np.asarray(samples, dtype=np.float32)
     if samples.size == 0:
         raise UserError(f"{relative(path, root)}: audio file holds no samples")
+    seconds = samples.shape[0] / sample_rate
+    if num_examples and seconds <= num_examples - SHORT_AUDIO_SLACK:
+        warnings.warn(f"{relative(path, root)}: {seconds:.2f} s of audio for a {num_examples} s clip; "
+                      "the rest is padded with silence", stacklevel=2)
     mel = None
     if log_mel:
         mel = torch.from_numpy(np.ascontiguousarray(vggish_log_mel(samples, sample_rate, num_examples=num_examples)))

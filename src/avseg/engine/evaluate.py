@@ -252,6 +252,9 @@ def add_cli_arguments(parser) -> None:
                         help="write predicted masks at the ground truth's relative paths under DIR")
     parser.add_argument("--overlays", metavar="DIR", default=None, help="write frames with the prediction blended in")
     parser.add_argument("--batch-size", type=int, default=0, help="clips per batch (default: train.eval_batch_size or data.batch_size)")
+    parser.add_argument("--allow-import", action="store_true",
+                        help="the checkpoint may use the package.module:factory model.separator that CONFIG names "
+                             "(imports that code); a checkpoint alone never names code")
 
 
 def run_cli(args) -> int:
@@ -267,7 +270,8 @@ def run_cli(args) -> int:
         config.train.eval_batch_size = args.batch_size
     split = args.split or config.data.test_split
     device = resolve_device(config.train.device)
-    model, trained, checkpoint = model_from_checkpoint(args.checkpoint, map_location=device)
+    model, trained, checkpoint = model_from_checkpoint(args.checkpoint, map_location=device,
+                                                       trusted=config if args.allow_import else None)
     names = class_names(config)
     if trained.model.num_classes != len(names) - 1:
         raise UserError(f"{args.checkpoint}: the model predicts {trained.model.num_classes} classes, data set "

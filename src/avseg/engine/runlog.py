@@ -61,6 +61,33 @@ class RunLog:
                     self.writer.add_scalar(f"{event}/{key}", value, step)
             self.writer.flush()
 
+    def rewind(self, step: int) -> int:
+        """Drop the records after `step` (a resumed run replays those steps); returns how many.
+
+        log.jsonl is rewritten atomically without them; TensorBoard is reopened with
+        `purge_step=step + 1`, which hides the events of the replayed steps.
+        """
+        if not self.enabled or not self.path.is_file():
+            return 0
+        records = []
+        for line in self.path.read_text(encoding="utf-8").splitlines():
+            try:
+                records.append(json.loads(line))
+            except ValueError:  # a line torn by a kill mid-write
+                continue
+        kept = [r for r in records if int(r.get("step", 0)) <= step]
+        if len(kept) < len(records):
+            temp = self.path.with_name(f".{self.path.name}.tmp")
+            temp.write_text("".join(json.dumps(r, default=str) + "\n" for r in kept), encoding="utf-8")
+            temp.replace(self.path)
+        if self.writer is not None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            log_dir = self.writer.log_dir
+            self.writer.close()
+            self.writer = SummaryWriter(log_dir, purge_step=step + 1)
+        return len(records) - len(kept)
+
     def close(self) -> None:
         if self.writer is not None:
             self.writer.close()

@@ -15,7 +15,6 @@ docs/training.md describes every option.
 from __future__ import annotations
 
 import math
-import os
 import sys
 import time
 import warnings
@@ -27,20 +26,22 @@ from typing import Callable
 import torch
 from torch import nn
 
-from avseg.config import Config, config_to_dict, load_config, save_config
-from avseg.data.build import EpochSeededDataset, batches_per_epoch, build_dataset, build_loader, check_num_classes
+from avseg.config import Config, config_to_dict
+from avseg.data.build import (EpochSeededDataset, SkipDamaged, batches_per_epoch, build_dataset, build_loader,
+                              check_num_classes, collate_skipping)
 from avseg.data.build import class_names as dataset_class_names
 from avseg.data.build import sample_seed
 from avseg.engine import distributed as dist_utils
 from avseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from avseg.engine.damaged import DamagedTally, damaged_limit
 from avseg.engine.optim import build_optimizer, build_scheduler, prepare_batchnorm, set_train_mode
+from avseg.engine.run_dir import LAST, BEST, prepare_output, resolve_resume
 from avseg.engine.runlog import RunLog
 from avseg.engine.seeding import capture_rng_state, configure_determinism, restore_rng_state, seed_everything
 from avseg.engine.step import compute_losses, forward_batch, is_class_agnostic
 from avseg.errors import UserError
 
 AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
-LAST, BEST = "last.pt", "best.pt"
 
 
 class TrainingDiverged(UserError):
@@ -60,8 +61,9 @@ def _note(message: str, info: dist_utils.DistInfo) -> None:
 class Trainer:
     """Everything one training run holds; `run()` trains to the end (see the module docstring)."""
 
-    def __init__(self, config: Config, info: dist_utils.DistInfo, on_step: Callable[[int], None] | None = None):
-        self.config, self.info, self.on_step = config, info, on_step
+    def __init__(self, config: Config, info: dist_utils.DistInfo, on_step: Callable[[int], None] | None = None,
+                 allow_import: bool = False):
+        self.config, self.info, self.on_step, self.allow_import = config, info, on_step, allow_import
         t = config.train
         if t.amp not in ("none", *AMP_DTYPES):
             raise UserError(f"train.amp '{t.amp}': expected none, bf16 or fp16")
@@ -92,9 +94,11 @@ class Trainer:
     def _build_data(self) -> None:
         c, t = self.config, self.config.train
         workers = t.num_workers if t.num_workers >= 0 else c.data.num_workers
-        self.train_set = EpochSeededDataset(build_dataset(c, c.data.train_split), self.seed)
+        self.train_set = EpochSeededDataset(SkipDamaged(build_dataset(c, c.data.train_split)), self.seed)
         self.loader = build_loader(self.train_set, c.data.batch_size, shuffle=True, num_workers=workers,
-                                   distributed=self.info.distributed, seed=self.seed)
+                                   distributed=self.info.distributed, seed=self.seed, collate_fn=collate_skipping)
+        self.damaged = DamagedTally(damaged_limit(c.data.max_damaged, len(self.train_set)), c.data.train_split,
+                                    self._report_damaged)
         self.steps_per_epoch = batches_per_epoch(self.loader)
         if self.steps_per_epoch == 0:
             raise UserError(f"the {c.data.train_split} split of {c.data.root} is empty")
@@ -108,7 +112,7 @@ class Trainer:
         from avseg.models.build import build_criterion, build_model
 
         c, t = self.config, self.config.train
-        model = build_model(c)
+        model = build_model(c, allow_import=self.allow_import)
         model = prepare_batchnorm(model, t.batchnorm, distributed=self.info.distributed, device=self.device)
         self.model = model.to(self.device)  # the plain module: checkpoints, evaluation
         self.optimizer = build_optimizer(self.model, lr=t.lr, backbone_lr_mult=t.backbone_lr_mult,
@@ -149,6 +153,7 @@ class Trainer:
         self.epoch, self.step = int(checkpoint["epoch"]), int(checkpoint["step"])
         self.batches_done = int(extra["batches_done"])
         self.best, self.best_step = extra.get("best_metric"), int(extra.get("best_step", -1))
+        self.damaged.restore(extra.get("damaged_clips"))
         same = (extra.get("world_size"), extra.get("batch_size"), extra.get("seed")) == (
             self.info.world_size, self.config.data.batch_size, self.seed)
         if not same:
@@ -158,7 +163,8 @@ class Trainer:
         states = checkpoint["rng"]["per_rank"]
         restore_rng_state(states[self.info.rank] if len(states) == self.info.world_size else states[0])
         self.last_saved_step = self.step
-        self.log.write("note", self.step, self.epoch, {"message": f"resumed from {path}"})
+        replayed = self.log.rewind(self.step)
+        self.log.write("note", self.step, self.epoch, {"message": f"resumed from {path}", "records_dropped": replayed})
         _note(f"resumed from {path}: epoch {self.epoch}, step {self.step}", self.info)
 
     def save(self, name: str) -> None:
@@ -178,11 +184,16 @@ class Trainer:
                 extra={"batches_done": self.batches_done, "best_metric": self.best, "best_step": self.best_step,
                        "main_metric": self._main_metric(), "world_size": self.info.world_size,
                        "batch_size": self.config.data.batch_size, "seed": self.seed,
-                       "steps_per_epoch": self.steps_per_epoch},
+                       "steps_per_epoch": self.steps_per_epoch, "damaged_clips": self.damaged.state()},
             )
         if name == LAST:
             self.last_saved_step = self.step
         dist_utils.barrier()
+
+    def _report_damaged(self, clip_id: str, error: str) -> None:
+        self.log.write("damaged", self.step, self.epoch, {"clip": clip_id, "error": error})
+        rank = f" (rank {self.info.rank})" if self.info.distributed else ""
+        print(f"avseg train: skipping damaged clip {clip_id}{rank}: {error}", file=sys.stderr, flush=True)
 
     def _kept(self) -> str:
         if self.last_saved_step is None:
@@ -228,7 +239,15 @@ class Trainer:
         remaining = min(self.steps_per_epoch - self.batches_done, total - self.step)
         bar = tqdm(total=self.steps_per_epoch, initial=self.batches_done, desc=f"epoch {self.epoch}",
                    disable=not self.info.is_main, dynamic_ncols=True, leave=False)
-        for batch in islice(self.loader, max(remaining, 0)):
+        for batch, damaged in islice(self.loader, max(remaining, 0)):
+            self.damaged.add(damaged)
+            if batch is None:  # every clip of the batch is damaged: nothing to learn from
+                if self.info.distributed:
+                    raise UserError(f"every clip of a batch is damaged ({', '.join(c.clip_id for c in damaged)}); "
+                                    "under DDP the ranks cannot skip it alone")
+                self.batches_done += 1
+                bar.update(1)
+                continue
             losses = self.train_step(batch)
             self.step += 1
             self.batches_done += 1
@@ -346,25 +365,15 @@ class Trainer:
 # ----------------------------------------------------------------------------- entry points
 
 
-def resolve_resume(resume: str | None, output_dir: Path) -> Path | None:
-    """--resume PATH, or "auto" = OUTPUT_DIR/last.pt when it exists (else a fresh start)."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        path = output_dir / LAST
-        return path if path.is_file() else None
-    path = Path(resume)
-    if not path.is_file():
-        raise UserError(f"--resume {resume}: checkpoint not found")
-    return path
-
-
-def train(config: Config, *, resume: str | Path | None = None, on_step: Callable[[int], None] | None = None) -> dict:
+def train(config: Config, *, resume: str | Path | None = None, on_step: Callable[[int], None] | None = None,
+          allow_import: bool = False) -> dict:
     """Train as `config` says; returns a summary (steps, epochs, best metric, output dir).
 
     resume: a checkpoint path, "auto" (OUTPUT_DIR/last.pt if present) or None (fresh start; refused
     when OUTPUT_DIR already holds a last.pt). on_step(step) runs after every optimizer step (tests
-    use it to interrupt a run). Under torchrun (WORLD_SIZE > 1) the process group is set up here.
+    use it to interrupt a run). allow_import: the config may name a package.module:factory
+    separator (the user passed it with --allow-import). Under torchrun (WORLD_SIZE > 1) the
+    process group is set up here. Temp files of checkpoint writes killed mid-way are removed.
     """
     owns_group = not dist_utils.initialized()
     info = dist_utils.setup(config.train.device)
@@ -374,12 +383,9 @@ def train(config: Config, *, resume: str | Path | None = None, on_step: Callable
         if checkpoint is None and (out / LAST).is_file():
             raise UserError(f"{out / LAST} exists: pass --resume auto to continue that run, or set another output_dir")
         if info.is_main:
-            out.mkdir(parents=True, exist_ok=True)
-            save_config(config, out / "config.yaml")
-            if checkpoint is None and (out / "log.jsonl").is_file():
-                (out / "log.jsonl").unlink()
+            prepare_output(out, config, fresh=checkpoint is None)
         dist_utils.barrier()
-        trainer = Trainer(config, info, on_step)
+        trainer = Trainer(config, info, on_step, allow_import)
         try:
             if checkpoint is not None:
                 trainer.resume(checkpoint)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import sys
 import warnings
 
 from avseg.config import load_config
@@ -15,15 +16,22 @@ def add_cli_arguments(parser) -> None:
                         help="config overrides, e.g. train.epochs=2 data.root=data/s4")
     parser.add_argument("--resume", metavar="CKPT|auto",
                         help="continue from a checkpoint's exact state; 'auto' = OUTPUT_DIR/last.pt if it exists")
+    parser.add_argument("--allow-import", action="store_true",
+                        help="honour a package.module:factory model.separator in CONFIG (imports that code)")
     parser.epilog = ("Multi-GPU: torchrun --nproc_per_node N -m avseg.cli train CONFIG ...; "
                      "see docs/training.md (multi-node, AMP, determinism, CAVP pairing).")
+
+
+def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    print(f"avseg train: warning: {message}", file=sys.stderr, flush=True)
 
 
 def run_cli(args) -> int:
     config = load_config(args.config, args.overrides)
     with warnings.catch_warnings():
+        warnings.showwarning = _print_warning  # one line each, also in DataLoader workers (forked)
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
-        summary = train(config, resume=args.resume)
+        summary = train(config, resume=args.resume, allow_import=args.allow_import)
     if int(os.environ.get("RANK", "0")) != 0:
         return 0
     if summary.get("best_metric") is not None:

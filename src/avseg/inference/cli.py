@@ -13,6 +13,7 @@ from pathlib import Path
 
 from avseg.config import OVERRIDE_PATTERN
 from avseg.errors import UserError
+from avseg.inference.outputs import check_output_dir
 from avseg.inference.predictor import DEFAULT_WINDOW, RANDOM_INIT_WARNING, Predictor, check_audio
 from avseg.inference.video import probe_video
 
@@ -48,6 +49,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--allow-silent", action="store_true", help="run videos without an audio track on silence")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty output folder, replacing only an earlier avseg predict's files")
 
 
 def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
@@ -117,6 +120,7 @@ def run_cli(args: argparse.Namespace) -> int:
     failed, ready = [], []
     for video, out in zip(videos, output_dirs(videos, args.out)):
         try:  # report unusable inputs at once, before the model is loaded and long videos run
+            check_output_dir(out, args.overwrite)
             check_audio(probe_video(video), args.allow_silent)
             ready.append((video, out))
         except UserError as err:
@@ -132,7 +136,7 @@ def run_cli(args: argparse.Namespace) -> int:
                 report = predictor.predict_video(
                     video, out, fps=args.fps, every_frame=args.every_frame, window=args.window,
                     batch=args.batch, allow_silent=args.allow_silent, overlay=not args.no_overlay,
-                    progress=not args.no_progress)
+                    progress=not args.no_progress, overwrite=args.overwrite)
         except (UserError, OSError) as err:  # OSError: the output folder cannot be written
             _report_failure(err, video, failed)
             continue
@@ -150,6 +154,7 @@ def _report_failure(err: Exception, video: Path, failed: list[Path]) -> None:
 def _summary(failed: list[Path], total: int) -> int:
     if not failed:
         return 0
-    print(f"avseg predict: {len(failed)} of {total} videos failed: " + ", ".join(str(v) for v in failed),
-          file=sys.stderr)
+    if total > 1:  # one video: its own error line says it all
+        print(f"avseg predict: {len(failed)} of {total} videos failed: " + ", ".join(str(v) for v in failed),
+              file=sys.stderr)
     return 1

@@ -302,15 +302,17 @@ class Predictor:
     def predict_video(self, path: str | Path, out_dir: str | Path | None = None, *, fps: float | None = 1.0,
                       every_frame: bool = False, window: int | None = None, batch: int = 1,
                       allow_silent: bool = False, overlay: bool = True, progress: bool = False,
-                      on_frame: Callable[[FrameResult], None] | None = None) -> dict:
+                      on_frame: Callable[[FrameResult], None] | None = None, overwrite: bool = False) -> dict:
         """Segment a whole video as a stream; return (and with `out_dir`, write) predictions.json.
 
         With `out_dir`: `masks/frame_NNNNNN.png` (class ids; palette PNG), `overlay.mp4` (unless
         `overlay=False`) and `predictions.json`. Without it nothing is written and the frames'
         "mask" entries are None; `on_frame` gets every `FrameResult` (with its class map) as it
-        is produced, so the maps need not be kept.
+        is produced, so the maps need not be kept. A non-empty `out_dir` is refused unless
+        `overwrite`; then only an earlier run's own files are replaced (`avseg.inference.outputs`).
         """
         from avseg.inference.overlay import OverlayWriter
+        from avseg.inference.outputs import prepare_output_dir
 
         info = probe_video(path)
         window = window or DEFAULT_WINDOW
@@ -321,10 +323,7 @@ class Predictor:
         with self.open_audio(info, allow_silent) as audio:
             silent = isinstance(audio, SilentTimeline)
             if out is not None:
-                masks_dir = out / "masks"
-                masks_dir.mkdir(parents=True, exist_ok=True)
-                for stale in masks_dir.glob("frame_*.png"):
-                    stale.unlink()
+                prepare_output_dir(out, overwrite)
                 if overlay:
                     writer = OverlayWriter(info, out / "overlay.mp4", class_names=self.class_names,
                                            palette=self.palette, with_audio=not silent,

@@ -122,8 +122,12 @@ def build_criterion(config: Config) -> nn.Module:
                         audio_tagging=loss.audio_tagging)
 
 
-def build_model(config: Config) -> nn.Module:
-    """QSD (any Table-2 row), the TD wrapper of row 2, or TPAVI, as the config says."""
+def build_model(config: Config, *, allow_import: bool = False) -> nn.Module:
+    """QSD (any Table-2 row), the TD wrapper of row 2, or TPAVI, as the config says.
+
+    allow_import: honour a "package.module:factory" model.separator (only for a config the user
+    passed on the command line with --allow-import; never for one read from a checkpoint).
+    """
     _check(config)
     m = config.model
     backbone = Backbone(m.backbone, image_size=config.data.image_size, weights=m.backbone_weights or None)
@@ -136,5 +140,6 @@ def build_model(config: Config) -> nn.Module:
     if m.separator:
         if m.decomposition != "none":
             raise UserError("model.separator (row 2, TD) runs the baseline per source: set model.decomposition=none")
-        return SeparateThenSegment(model, build_separator(m.separator, m.num_sources), m.num_sources)
+        separator = build_separator(m.separator, m.num_sources, allow_import=allow_import)
+        return SeparateThenSegment(model, separator, m.num_sources)
     return model

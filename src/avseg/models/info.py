@@ -93,6 +93,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frames", type=int, default=5, help="frames per clip of the random input (default 5)")
     parser.add_argument("--random-init", action="store_true",
                         help="ignore the weight files named in the config (random backbone and VGGish)")
+    parser.add_argument("--allow-import", action="store_true",
+                        help="honour a package.module:factory model.separator in CONFIG (imports that code)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -102,6 +104,6 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.random_init:
         overrides += ["model.backbone_weights=", "audio.vggish_weights="]
     config = load_config(args.config, overrides)
-    model = build_model(config)
+    model = build_model(config, allow_import=args.allow_import)
     print(format_info(describe(model, config, frames=args.frames), config, args.frames))
     return 0

@@ -3,8 +3,10 @@
 A separator is any callable `(waveform [samples] float32 at 16 kHz) -> [S, samples]`. The one
 shipped here is classical: non-negative matrix factorisation (scikit-learn) of the magnitude
 spectrogram, one group of NMF components per source, and soft (Wiener-like) masks on the complex
-STFT. Users plug their own separator (a neural one, say) with `model.separator=package.module:factory`
-where `factory(num_sources)` returns such a callable.
+STFT. Separators are named from a closed registry (`SEPARATORS`: "nmf"). Users plug their own (a
+neural one, say) with `model.separator=package.module:factory`, where `factory(num_sources)`
+returns such a callable, but only from a config they pass on the command line with
+`--allow-import` (`build_separator(..., allow_import=True)`): a checkpoint never names code.
 """
 
 from __future__ import annotations
@@ -80,13 +82,26 @@ def _fit_length(signal: np.ndarray, samples: int) -> np.ndarray:
     return np.pad(signal, (0, samples - signal.shape[0]))
 
 
-def build_separator(name: str, num_sources: int) -> Separator:
-    """"nmf" or "package.module:factory" (factory(num_sources) -> separator)."""
-    if name == "nmf":
-        return NMFSeparator(num_sources=num_sources)
+SEPARATORS: dict[str, Callable[[int], Separator]] = {"nmf": lambda num_sources: NMFSeparator(num_sources=num_sources)}
+
+
+def is_import_path(name: str) -> bool:
+    """True for "package.module:factory" (code to import), False for a registry name."""
+    return ":" in name
+
+
+def build_separator(name: str, num_sources: int, *, allow_import: bool = False) -> Separator:
+    """A registry name ("nmf"), or "package.module:factory" when `allow_import` (the user's own config
+    given with --allow-import); anything else is a UserError and nothing is imported."""
+    if name in SEPARATORS:
+        return SEPARATORS[name](num_sources)
+    if not is_import_path(name):
+        raise UserError(f"model.separator '{name}': expected one of {', '.join(SEPARATORS)} "
+                        "(or package.module:factory with --allow-import)")
+    if not allow_import:
+        raise UserError(f"model.separator '{name}' is an import path: code is imported only from a config "
+                        "you pass on the command line with --allow-import")
     module_name, _, attribute = name.partition(":")
-    if not attribute:
-        raise UserError(f"model.separator '{name}': use 'nmf' or 'package.module:factory'")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as err:
