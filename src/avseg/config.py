@@ -108,6 +108,10 @@ class ModelConfig:
     num_sources: int = 2
     tpavi_channels: int = 256
     tpavi_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    # The official code's TPAVI (docs/model.md, "TPAVI: the official function"): attention in
+    # windows of 5 frames (0 = the whole clip); audio alignment layer without bias on AVSS.
+    tpavi_window: int = 5
+    tpavi_audio_bias: bool = True
 
 
 @dataclass
@@ -130,7 +134,10 @@ class LossConfig:
     # Not in the paper (0 = off): matching cost slot_order * k added for slot k, so that slots
     # with near-equal predictions are matched in a fixed order (docs/model.md, row "slot order prior").
     slot_order: float = 0.0
+    # TPAVI's audio-visual matching loss (official: 0.5 on MS3 and AVSS, off on S4) and its form:
+    # "kl" (official MS3 / AVSS) or "cosine" (the official S4 script's, off in its shipped runs).
     tpavi_avm_weight: float = 0.0
+    tpavi_avm_form: str = "kl"
 
 
 @dataclass
