@@ -77,6 +77,7 @@ class ModelConfig:
     name: str = "qsd"
     backbone: str = "r50"
     backbone_weights: str = ""
+    backbone_drop_path: float = 0.0  # stochastic depth (the official PVT-v2-b5 of AVSBench: 0.1)
     num_classes: int = 1
     d_model: int = 256
     num_tokens: int = 5

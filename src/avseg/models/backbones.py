@@ -41,10 +41,12 @@ class Backbone(nn.Module):
             dict, or a dict holding one under "state_dict" or "model"), or None for random init.
     """
 
-    def __init__(self, name: str, *, image_size: int = 224, weights: str | Path | None = None):
+    def __init__(self, name: str, *, image_size: int = 224, weights: str | Path | None = None, drop_path: float = 0.0):
         super().__init__()
         timm_name = BACKBONES.get(name, name)
         kwargs: dict = {"features_only": True, "pretrained": False}
+        if drop_path > 0:  # stochastic depth, rates rising linearly over the blocks (official PVT-v2: 0.1)
+            kwargs["drop_path_rate"] = drop_path
         if "swin" in timm_name:
             kwargs["img_size"] = image_size
         try:

@@ -127,7 +127,8 @@ def build_model(config: Config) -> nn.Module:
     """QSD (any Table-2 row), the TD wrapper of row 2, or TPAVI, as the config says."""
     _check(config)
     m = config.model
-    backbone = Backbone(m.backbone, image_size=config.data.image_size, weights=m.backbone_weights or None)
+    backbone = Backbone(m.backbone, image_size=config.data.image_size, weights=m.backbone_weights or None,
+                        drop_path=m.backbone_drop_path)
     audio_encoder, audio_dim = build_audio_encoder(config)
     if m.name == "tpavi":
         outputs = 1 if m.num_classes == 1 else m.num_classes + 1
