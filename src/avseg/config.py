@@ -38,6 +38,10 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     image_size: int = 224
+    # evaluation resize of the AVSBench readers (S4, MS3, AVSS): "square" (every frame squashed to
+    # image_size x image_size, as the AVSBench code) or "longest_side" (QSD §4: aspect kept, longest
+    # side image_size, padded; padding left out of the metrics, scored at the label's size)
+    resize: str = "square"
     avss_subsets: list[str] = field(default_factory=lambda: ["v1s", "v1m", "v2"])
     horizontal_flip: bool = False
     use_log_mel_pkl: bool = False  # unpickling runs code: opt in only for files you trust

@@ -114,3 +114,11 @@ def test_audio_tagging_head_exists_only_when_its_loss_is_on():
     out = build_model(config)(**random_inputs(config, batch=1, frames=2))
     assert out["audio_tag_logits"].shape == (2, config.model.num_classes)
     assert build_criterion(config).audio_tagging == 1.0
+
+
+def test_qsd_paper_configs_evaluate_at_the_longest_side_and_tpavi_configs_square():
+    for path in CONFIGS:
+        if "/cpu/" in path:
+            continue
+        expected = "square" if Path(path).stem.startswith("tpavi") else "longest_side"
+        assert load_config(path).data.resize == expected, path
