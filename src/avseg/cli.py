@@ -21,6 +21,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "model-info": ("avseg.models.info", "build a model from a config and report parameters, FLOPs, shapes, time"),
     "pretrain-audio": ("avseg.engine.audio_pretrain", "pretrain the small audio encoder on audio tagging (CPU configs)"),
     "train": ("avseg.engine.train_cli", "train a model (one process, or DDP under torchrun); resumable exactly"),
+    "convert-tpavi": ("avseg.engine.convert_tpavi", "convert an official AVSBench TPAVI checkpoint into an avseg checkpoint"),
     "eval": ("avseg.engine.evaluate", "evaluate a checkpoint on a split: metrics.json, per_class.csv, masks"),
     "predict": ("avseg.inference.cli", "segment the sounding objects of videos of any length (masks, overlay, json)"),
     "study": ("avseg.study.cli", "the paper's claims tested: Table-2 rows x seeds on the synthetic benchmark, SNR sweep, t-SNE"),

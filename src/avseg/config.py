@@ -38,6 +38,10 @@ class DataConfig:
     val_split: str = "val"
     test_split: str = "test"
     image_size: int = 224
+    # evaluation resize of the AVSBench readers (S4, MS3, AVSS): "square" (every frame squashed to
+    # image_size x image_size, as the AVSBench code) or "longest_side" (QSD §4: aspect kept, longest
+    # side image_size, padded; padding left out of the metrics, scored at the label's size)
+    resize: str = "square"
     avss_subsets: list[str] = field(default_factory=lambda: ["v1s", "v1m", "v2"])
     horizontal_flip: bool = False
     use_log_mel_pkl: bool = False  # unpickling runs code: opt in only for files you trust
@@ -80,6 +84,7 @@ class ModelConfig:
     name: str = "qsd"
     backbone: str = "r50"
     backbone_weights: str = ""
+    backbone_drop_path: float = 0.0  # stochastic depth (the official PVT-v2-b5 of AVSBench: 0.1)
     num_classes: int = 1
     d_model: int = 256
     num_tokens: int = 5
@@ -111,6 +116,10 @@ class ModelConfig:
     num_sources: int = 2
     tpavi_channels: int = 256
     tpavi_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
+    # The official code's TPAVI (docs/model.md, "TPAVI: the official function"): attention in
+    # windows of 5 frames (0 = the whole clip); audio alignment layer without bias on AVSS.
+    tpavi_window: int = 5
+    tpavi_audio_bias: bool = True
 
 
 @dataclass
@@ -133,7 +142,10 @@ class LossConfig:
     # Not in the paper (0 = off): matching cost slot_order * k added for slot k, so that slots
     # with near-equal predictions are matched in a fixed order (docs/model.md, row "slot order prior").
     slot_order: float = 0.0
+    # TPAVI's audio-visual matching loss (official: 0.5 on MS3 and AVSS, off on S4) and its form:
+    # "kl" (official MS3 / AVSS) or "cosine" (the official S4 script's, off in its shipped runs).
     tpavi_avm_weight: float = 0.0
+    tpavi_avm_form: str = "kl"
 
 
 @dataclass

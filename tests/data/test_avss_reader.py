@@ -129,3 +129,21 @@ def test_broken_label2idx_and_missing_label(copy_tree, avss_tree):
     (root / layouts.AVSS_LABELS).write_text(json.dumps(["not", "a", "map"]))
     with pytest.raises(UserError, match=r"^label2idx\.json: expected an object"):
         AVSSDataset(root, "val")
+
+
+def test_longest_side_keeps_the_aspect_pads_and_keeps_the_labels_at_their_size(avss_tree):
+    """v2 frames are 48 x 32: longest side 32 -> a 32 x 21 image in the top rows of a 32 x 32 canvas."""
+    sample = AVSSDataset(avss_tree.root, "val", subsets=("v2",), image_size=32, resize="longest_side")[0]
+    assert sample.content_size == (21, 32)  # round(32 * 32 / 48) = 21 rows
+    for t in (0, 9):
+        truth = avss_tree.truth[(sample.clip_id, t)]
+        scaled = np.asarray(Image.fromarray(truth.astype(np.int32)).resize((32, 21), Image.Resampling.NEAREST))
+        assert np.array_equal(sample.semantic[t, :21].numpy(), scaled)
+        assert bool((sample.semantic[t, 21:] == 0).all())
+        assert np.array_equal(sample.native_semantic[t].numpy(), truth)  # scored at 48 x 32
+    assert float(sample.frames[0, :, 21:].abs().max()) < 0.02  # padded with the mean colour (~0 normalised)
+    batch = collate_samples([sample, sample])
+    assert batch.extras["content_size"] == [(21, 32), (21, 32)]
+    assert batch.extras["native_semantic"][0].shape == (10, 32, 48)
+    square = AVSSDataset(avss_tree.root, "val", subsets=("v2",), image_size=32)[0]
+    assert square.native_semantic is None and square.content_size is None

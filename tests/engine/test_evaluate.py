@@ -92,3 +92,30 @@ def test_foreground_probability_thresholds_like_the_merged_binary_mask():
     assert foreground_probability(logits, masks, size=(8, 8)).shape == (1, 8, 8)
     binary = predict({"pred_logits": logits, "pred_masks": masks}, "binary", (4, 4))
     assert torch.equal(binary["ids"], merged)
+
+
+def test_longest_side_scoring_cuts_the_padding_and_scores_at_the_label_size():
+    from avseg.data.sample import Batch
+    from avseg.engine.evaluate import TaskMetric, at_label_size
+
+    native = torch.zeros(2, 6, 9, dtype=torch.long)  # 2 frames of 9 x 6 labels
+    native[:, 1:4, 2:7] = 3
+    canvas = torch.zeros(2, 12, 12, dtype=torch.long)  # longest side 12: the image is 8 rows x 12
+    canvas[:, 2:6, 3:10] = 3
+
+    def batch_for():
+        return Batch(frames=torch.zeros(1, 2, 3, 12, 12), log_mel=torch.zeros(1, 2, 96, 64), semantic=canvas[None],
+                     frame_present=torch.ones(1, 2, dtype=torch.bool), label_present=torch.ones(1, 2, dtype=torch.bool),
+                     targets=[[{}, {}]], clip_ids=["a"], datasets=["avss"],
+                     extras={"native_semantic": [native], "content_size": [(8, 12)], "indices": [0]})
+
+    scores = []
+    for padding_class in (0, 5):  # whatever the model predicts in the padding is left out
+        ids = canvas.clone()
+        ids[:, 8:] = padding_class
+        [(clip, prediction, labels)] = list(at_label_size(batch_for(), {"ids": ids}))
+        assert prediction["ids"].shape == labels.shape == (2, 6, 9) and 5 not in prediction["ids"]
+        metric = TaskMetric("semantic", 8, 2)
+        metric.update(clip, prediction, labels)
+        scores.append(metric.compute()["miou"])
+    assert scores[0] == scores[1] > 0

@@ -24,13 +24,27 @@ SMALL = [
 
 def test_there_are_configs_for_every_model_backbone_task_and_ablation_row():
     names = {Path(c).stem for c in CONFIGS}
-    for backbone in ("r50", "swint", "pvtb2"):
+    for backbone in ("r50", "swint", "pvtb2", "pvtb5"):
         for task in ("s4", "ms3", "avss"):
-            assert f"qsd_{backbone}_{task}" in names
+            if backbone != "pvtb5":
+                assert f"qsd_{backbone}_{task}" in names
             if backbone != "swint":
                 assert f"tpavi_{backbone}_{task}" in names
     rows = {"1_baseline", "2_td", "3_nonq_sd", "4_q_sd", "5_q_sd_avsr", "6_full"}
     assert rows <= names
+
+
+@pytest.mark.parametrize("task, epochs, avm", [("s4", 15, 0.0), ("ms3", 30, 0.5), ("avss", 60, 0.5)])
+def test_pvtb5_configs_carry_the_official_settings(task, epochs, avm):
+    # avs_scripts/*/train.sh and the official models: PVT-v2-b5 (drop path 0.1), TPAVI at 4 stages
+    # in windows of 5, L_AVM 0.5 on MS3 / AVSS (off on S4), Adam lr 1e-4 without decay, batch 4
+    config = load_config(f"configs/tpavi_pvtb5_{task}.yaml")
+    m = config.model
+    assert (m.name, m.backbone, m.backbone_drop_path, m.tpavi_stages, m.tpavi_window) == ("tpavi", "pvtb5", 0.1, [0, 1, 2, 3], 5)
+    assert m.tpavi_audio_bias == (task != "avss") and m.num_classes == (70 if task == "avss" else 1)
+    assert (config.loss.tpavi_avm_weight, config.loss.tpavi_avm_form) == (avm, "kl")
+    t = config.train
+    assert (t.epochs, t.lr, t.weight_decay, t.lr_drop_epochs, config.data.batch_size) == (epochs, 1e-4, 0.0, [], 4)
 
 
 @pytest.mark.parametrize("path", CONFIGS)
@@ -100,3 +114,11 @@ def test_audio_tagging_head_exists_only_when_its_loss_is_on():
     out = build_model(config)(**random_inputs(config, batch=1, frames=2))
     assert out["audio_tag_logits"].shape == (2, config.model.num_classes)
     assert build_criterion(config).audio_tagging == 1.0
+
+
+def test_qsd_paper_configs_evaluate_at_the_longest_side_and_tpavi_configs_square():
+    for path in CONFIGS:
+        if "/cpu/" in path:
+            continue
+        expected = "square" if Path(path).stem.startswith("tpavi") else "longest_side"
+        assert load_config(path).data.resize == expected, path

@@ -32,7 +32,9 @@ from avseg.data import layouts
 from avseg.data.layouts import ClipFiles, LayoutError
 from avseg.data.problems import error_reason, relative
 from avseg.data.sample import SOUNDING, Sample, targets_from_semantic
-from avseg.data.transforms import ClipTransform, eval_transform, to_normalized_tensor, train_transform
+from avseg.data.transforms import (
+    ClipTransform, content_size, eval_transform, native_semantic, to_normalized_tensor, train_transform,
+)
 from avseg.errors import UserError
 
 SAMPLE_RATE = 16_000  # Sample.waveform is mono at 16 kHz
@@ -184,16 +186,24 @@ def list_split_clips(
 
 
 def pick_transform(
-    layout: str, split: str, image_size: int, train_transforms: ClipTransform | None
+    layout: str, split: str, image_size: int, train_transforms: ClipTransform | None, resize: str = "square"
 ) -> ClipTransform:
-    """Training split: `train_transforms` or the reference's; val/test: the square resize."""
+    """Training split: `train_transforms` or the reference's; val/test: the `resize` of `eval_transform`."""
     if split != "train":
-        return eval_transform(image_size)
+        return eval_transform(image_size, resize)
     if train_transforms is None:
         return train_transform(layout, image_size)
     if train_transforms.size != image_size:
         raise ValueError(f"train_transforms.size ({train_transforms.size}) differs from image_size ({image_size})")
     return train_transforms
+
+
+def longest_side_labels(transform: ClipTransform, frames: list[Image.Image], ids: list, slots: int) -> dict:
+    """`Sample` fields of longest-side evaluation: labels at their own size and the content size."""
+    if transform.crop or transform.resize != "longest_side":
+        return {}
+    return {"native_semantic": native_semantic(frames, ids, slots),
+            "content_size": content_size(*frames[0].size, transform.size)}
 
 
 def frames_tensor(frames: list[Image.Image], slots: int) -> Tensor:
@@ -238,13 +248,14 @@ class _AVSBenchObjectDataset(Dataset):
         train_transforms: ClipTransform | None = None,
         use_log_mel_pkl: bool = False,
         load_waveform: bool = False,
+        resize: str = "square",
     ) -> None:
         self.root = Path(root)
         self.split = split
         self.image_size = image_size
         self.use_log_mel_pkl = use_log_mel_pkl
         self.load_waveform = load_waveform
-        self.transform = pick_transform(self.layout, split, image_size, train_transforms)
+        self.transform = pick_transform(self.layout, split, image_size, train_transforms, resize)
         self.clips = list_split_clips(self.root, self.layout, split)
         if use_log_mel_pkl:
             warnings.warn(PKL_WARNING, UserWarning, stacklevel=2)
@@ -257,6 +268,8 @@ class _AVSBenchObjectDataset(Dataset):
         clip = self.clips[index]
         frames = [read_image(path, self.root) for path in clip.frames]
         masks = [None if path is None else binary_mask_image(read_image(path, self.root)) for path in clip.masks]
+        native = longest_side_labels(self.transform, frames, [
+            None if m is None else (np.asarray(m) != 0).astype(np.int64) * SOUNDING for m in masks], len(frames))
         frames, masks = self.transform(frames, masks)
         count = len(frames)
         semantic = torch.zeros((count, self.image_size, self.image_size), dtype=torch.int64)
@@ -284,6 +297,7 @@ class _AVSBenchObjectDataset(Dataset):
             subset=None,
             category=clip.category,
             waveform=waveform,
+            **native,
         )
 
 
@@ -298,6 +312,7 @@ class S4Dataset(_AVSBenchObjectDataset):
         split: "train", "val" or "test".
         image_size: frames and masks are resized to `image_size x image_size`.
         train_transforms: transform of the train split (default: square resize, no flip).
+        resize: evaluation resize of val / test: "square" or "longest_side" (`data.resize`).
         use_log_mel_pkl: read `audio_log_mel/*.pkl` instead of computing the log-mel from the
             wav. Unpickling can run code: opt in only for files you trust (warns).
         load_waveform: also return the mono 16 kHz waveform in `Sample.waveform`.

@@ -30,6 +30,7 @@ from avseg.data import layouts
 from avseg.data.avsbench import (
     frames_tensor,
     list_split_clips,
+    longest_side_labels,
     pad_examples,
     pick_transform,
     read_audio,
@@ -71,7 +72,8 @@ class AVSSDataset(Dataset):
         image_size: output side length of frames and label maps.
         pad_to: frame slots per clip (10 as the reference; at least the longest subset read).
         train_transforms: transform of the train split (default: the reference's crop-resize,
-            short side to image_size then a centre crop, no flip). Val/test: square resize.
+            short side to image_size then a centre crop, no flip). Val/test: `resize`.
+        resize: evaluation resize of val / test: "square" or "longest_side" (`data.resize`).
         load_waveform: also return the mono 16 kHz waveform in `Sample.waveform`.
     """
 
@@ -85,6 +87,7 @@ class AVSSDataset(Dataset):
         pad_to: int = layouts.AVSS_SLOTS,
         train_transforms: ClipTransform | None = None,
         load_waveform: bool = False,
+        resize: str = "square",
     ) -> None:
         subsets = tuple(subsets)
         unknown = [name for name in subsets if name not in layouts.AVSS_FRAMES]
@@ -99,7 +102,7 @@ class AVSSDataset(Dataset):
         self.image_size = image_size
         self.pad_to = pad_to
         self.load_waveform = load_waveform
-        self.transform = pick_transform("avss", split, image_size, train_transforms)
+        self.transform = pick_transform("avss", split, image_size, train_transforms, resize)
         self.clips = list_split_clips(self.root, "avss", split, subsets)
         self.class_names = read_class_names(self.root)
 
@@ -115,6 +118,8 @@ class AVSSDataset(Dataset):
         clip = self.clips[index]
         frames = [read_image(path, self.root) for path in clip.frames]
         labels = [None if path is None else read_image(path, self.root).convert("RGB") for path in clip.masks]
+        native = longest_side_labels(self.transform, frames, [
+            None if label is None else rgb_to_ids(np.asarray(label), self.num_classes)[0] for label in labels], self.pad_to)
         frames, labels = self.transform(frames, labels)
         count, slots = len(frames), self.pad_to
         semantic = torch.zeros((slots, self.image_size, self.image_size), dtype=torch.int64)
@@ -141,5 +146,6 @@ class AVSSDataset(Dataset):
             subset=clip.subset,
             category=None,
             waveform=waveform,
+            **native,
         )
 

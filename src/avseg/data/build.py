@@ -47,9 +47,11 @@ def build_dataset(config: Config, split: str) -> Dataset:
         reader = VPODataset(data.root, split, variant=data.dataset[len("vpo_"):], image_size=data.image_size,
                             load_waveform=data.load_waveform)
         return StillImageClips(reader)
-    from avseg.data.transforms import train_transform
+    from avseg.data.transforms import RESIZES, train_transform
 
-    kwargs: dict = {"image_size": data.image_size, "load_waveform": data.load_waveform}
+    if data.resize not in RESIZES:
+        raise UserError(f"data.resize '{data.resize}': expected one of {', '.join(RESIZES)}")
+    kwargs: dict = {"image_size": data.image_size, "load_waveform": data.load_waveform, "resize": data.resize}
     if split == "train":
         layout = "avss" if data.dataset in ("avss", "single_plus") else data.dataset
         kwargs["train_transforms"] = train_transform(layout, data.image_size,

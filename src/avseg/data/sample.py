@@ -38,6 +38,10 @@ class Sample:
         subset: AVSS subset ("v1s", "v1m", "v2") or None.
         category: the clip's category where the layout has one (S4) or None.
         waveform: optional float32 `[samples]` mono audio at 16 kHz (readers load it on request).
+        native_semantic: with `data.resize: longest_side` (evaluation): the labels at the frames'
+            own size `[T, H0, W0]`, for scoring there; None otherwise.
+        content_size: with `data.resize: longest_side`: (h, w) of the image in the padded
+            `[H, W]` canvas (top-left); the rest is padding, out of the metrics.
     """
 
     frames: Tensor
@@ -52,6 +56,8 @@ class Sample:
     subset: str | None = None
     category: str | None = None
     waveform: Tensor | None = None
+    native_semantic: Tensor | None = None
+    content_size: tuple[int, int] | None = None
 
     @property
     def num_frames(self) -> int:
@@ -121,6 +127,10 @@ def collate_samples(samples: list[Sample]) -> Batch:
         waveform = torch.zeros((len(samples), length), dtype=torch.float32)
         for i, s in enumerate(samples):
             waveform[i, : s.waveform.shape[0]] = s.waveform
+    extras = {}
+    if all(s.native_semantic is not None for s in samples):  # longest-side evaluation
+        extras = {"native_semantic": [s.native_semantic for s in samples],
+                  "content_size": [s.content_size for s in samples]}
     return Batch(
         frames=torch.stack([s.frames for s in samples]),
         log_mel=torch.stack([s.log_mel for s in samples]),
@@ -133,4 +143,5 @@ def collate_samples(samples: list[Sample]) -> Batch:
         clip_ids=[s.clip_id for s in samples],
         datasets=[s.dataset for s in samples],
         waveform=waveform,
+        extras=extras,
     )

@@ -29,8 +29,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avseg.config import Config
-from avseg.data.datasets import TASKS, task_of  # noqa: F401 (re-exported)
 from avseg.data.build import DamagedClip, SkipDamaged, build_dataset, build_loader, class_names, collate_skipping
+from avseg.data.datasets import TASKS, task_of  # noqa: F401 (re-exported)
+from avseg.data.sample import Batch
 from avseg.engine import distributed as dist_utils
 from avseg.engine.step import forward_batch
 from avseg.errors import UserError
@@ -85,6 +86,36 @@ def predict(outputs: dict, task: str, size: tuple[int, int]) -> dict[str, Tensor
     return segment(outputs, binary=task == "binary", size=size)
 
 
+def _clip_batch(batch: Batch, b: int) -> Batch:
+    """Clip b of a batch as a batch of one (labels and flags; what the metrics read)."""
+    extras = {"indices": batch.extras["indices"][b:b + 1]} if "indices" in batch.extras else {}
+    return Batch(frames=batch.frames[b:b + 1], log_mel=batch.log_mel[b:b + 1], semantic=batch.semantic[b:b + 1],
+                 frame_present=batch.frame_present[b:b + 1], label_present=batch.label_present[b:b + 1],
+                 targets=[batch.targets[b]], clip_ids=[batch.clip_ids[b]], datasets=[batch.datasets[b]],
+                 extras=extras)
+
+
+def at_label_size(batch: Batch, prediction: dict[str, Tensor], binary: bool):
+    """Longest-side evaluation (`data.resize: longest_side`): per clip, the image part of the
+    prediction (the padding cut off) resized to the labels' own size.
+
+    Yields (clip batch, prediction at `[T, H0, W0]`, labels `[T, H0, W0]`). The foreground
+    probability is resized bilinearly and thresholded after; class ids with nearest neighbour.
+    """
+    steps = batch.frames.shape[1]
+    for b, (native, (height, width)) in enumerate(zip(batch.extras["native_semantic"], batch.extras["content_size"])):
+        rows, size = slice(b * steps, (b + 1) * steps), tuple(native.shape[-2:])
+        out = {}
+        if binary:  # the J / F maps: the foreground probability, thresholded after resizing
+            part = prediction["foreground"][rows, :height, :width].unsqueeze(1).float()
+            out["foreground"] = nn.functional.interpolate(part, size=size, mode="bilinear", align_corners=False)[:, 0]
+            out["ids"] = (out["foreground"] > 0.5).long()
+        else:
+            part = prediction["ids"][rows, :height, :width].unsqueeze(1).float()
+            out["ids"] = nn.functional.interpolate(part, size=size, mode="nearest")[:, 0].long()
+        yield _clip_batch(batch, b), out, native.to(out["ids"].device)
+
+
 def _still_image_vote(ids: Tensor, copies: int) -> Tensor:
     """VPO: T copies of one image -> one map by per-pixel majority over the copies `[B, H, W]`."""
     return ids.view(-1, copies, *ids.shape[-2:]).mode(dim=1).values
@@ -104,8 +135,9 @@ class TaskMetric:
         else:
             self.metric = CAVPMetric(num_classes)
 
-    def update(self, batch, prediction: dict[str, Tensor]) -> None:
-        semantic = batch.semantic.flatten(0, 1)
+    def update(self, batch, prediction: dict[str, Tensor], semantic: Tensor | None = None) -> None:
+        """`semantic` `[F, H, W]` replaces the batch's labels (longest-side scoring at their size)."""
+        semantic = batch.semantic.flatten(0, 1) if semantic is None else semantic
         labelled = batch.label_present.flatten()
         if self.task == "binary":
             # the labelled frames of each clip (all 5 on val / test; S4 train: the first)
@@ -189,7 +221,11 @@ def evaluate(
         with _autocast(config, device):
             outputs = forward_batch(model, batch)
         prediction = predict(outputs, task, tuple(batch.semantic.shape[-2:]))
-        metric.update(batch, prediction)
+        if "native_semantic" in batch.extras:  # longest side: score at the labels' size
+            for clip, clip_prediction, labels in at_label_size(batch, prediction, task == "binary"):
+                metric.update(clip, clip_prediction, labels)
+        else:
+            metric.update(batch, prediction)
         if writer is not None:
             writer.write(batch, prediction)
         clips += len(batch.clip_ids)

@@ -85,7 +85,10 @@ class PredictionWriter:
         indices = batch.extras["indices"]
         vpo = self.vpo_values is not None
         for b, index in enumerate(indices):
-            clip_ids = ids[b]
+            clip_ids, frames = ids[b], batch.frames[b]
+            if "content_size" in batch.extras:  # longest side: the image part, padding cut off
+                height, width = batch.extras["content_size"][b]
+                clip_ids, frames = clip_ids[:, :height, :width], frames[..., :height, :width]
             if vpo:  # T copies of one image: majority over the copies
                 clip_ids = torch.from_numpy(clip_ids).mode(dim=0).values.numpy()[None]
             paths = self._mask_paths(index)
@@ -99,4 +102,4 @@ class PredictionWriter:
                 if self.overlays_dir is not None:
                     out = self.overlays_dir / batch.clip_ids[b] / f"{t}.png"
                     out.parent.mkdir(parents=True, exist_ok=True)
-                    self._overlay(batch.frames[b, t], clip_ids[t]).save(out)
+                    self._overlay(frames[t], clip_ids[t]).save(out)

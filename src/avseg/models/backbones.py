@@ -25,6 +25,7 @@ BACKBONES = {
     "r50": "resnet50",
     "swint": "swin_tiny_patch4_window7_224",
     "pvtb2": "pvt_v2_b2",
+    "pvtb5": "pvt_v2_b5",  # the official AVSBench "PVT" model
 }
 STRIDES = (4, 8, 16, 32)
 
@@ -33,17 +34,19 @@ class Backbone(nn.Module):
     """A timm backbone returning `[B, C_l, H/s, W/s]` for s in 4, 8, 16, 32.
 
     Args:
-        name: a key of BACKBONES ("r18", "r50", "swint", "pvtb2") or any timm model name that
+        name: a key of BACKBONES ("r18", "r50", "swint", "pvtb2", "pvtb5") or any timm model name that
             supports `features_only`.
         image_size: input side length (Swin needs it to size its attention windows).
         weights: local path of an ImageNet checkpoint for this model (a timm / torchvision state
             dict, or a dict holding one under "state_dict" or "model"), or None for random init.
     """
 
-    def __init__(self, name: str, *, image_size: int = 224, weights: str | Path | None = None):
+    def __init__(self, name: str, *, image_size: int = 224, weights: str | Path | None = None, drop_path: float = 0.0):
         super().__init__()
         timm_name = BACKBONES.get(name, name)
         kwargs: dict = {"features_only": True, "pretrained": False}
+        if drop_path > 0:  # stochastic depth, rates rising linearly over the blocks (official PVT-v2: 0.1)
+            kwargs["drop_path_rate"] = drop_path
         if "swin" in timm_name:
             kwargs["img_size"] = image_size
         try:

@@ -105,13 +105,16 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
 
 def build_criterion(config: Config) -> nn.Module:
     """The loss of the configured model: QSD's set criterion or TPAVI's dense one."""
-    from avseg.models.dense_criterion import DenseCriterion
+    from avseg.models.dense_criterion import AVM_FORMS, DenseCriterion
     from avseg.models.criterion import SetCriterion
     from avseg.models.matcher import HungarianMatcher
 
     loss, model = config.loss, config.model
     if model.name == "tpavi":
-        return DenseCriterion(binary=model.num_classes == 1, avm_weight=loss.tpavi_avm_weight)
+        if loss.tpavi_avm_form not in AVM_FORMS:
+            raise UserError(f"loss.tpavi_avm_form '{loss.tpavi_avm_form}': expected one of {', '.join(AVM_FORMS)}")
+        return DenseCriterion(binary=model.num_classes == 1, avm_weight=loss.tpavi_avm_weight,
+                              avm_form=loss.tpavi_avm_form)
     matcher = HungarianMatcher(cost_class=loss.cls, cost_mask=loss.mask, cost_dice=loss.dice, cost_bbox=loss.bbox,
                                cost_giou=loss.giou, focal_alpha=loss.focal_alpha, focal_gamma=loss.focal_gamma,
                                cost_slot=loss.slot_order)
@@ -130,12 +133,14 @@ def build_model(config: Config, *, allow_import: bool = False) -> nn.Module:
     """
     _check(config)
     m = config.model
-    backbone = Backbone(m.backbone, image_size=config.data.image_size, weights=m.backbone_weights or None)
+    backbone = Backbone(m.backbone, image_size=config.data.image_size, weights=m.backbone_weights or None,
+                        drop_path=m.backbone_drop_path)
     audio_encoder, audio_dim = build_audio_encoder(config)
     if m.name == "tpavi":
         outputs = 1 if m.num_classes == 1 else m.num_classes + 1
         return TPAVI(backbone=backbone, audio_encoder=audio_encoder, audio_dim=audio_dim, channels=m.tpavi_channels,
-                     num_outputs=outputs, stages=tuple(m.tpavi_stages), freeze_audio_encoder=config.audio.freeze)
+                     num_outputs=outputs, stages=tuple(m.tpavi_stages), freeze_audio_encoder=config.audio.freeze,
+                     window=m.tpavi_window, audio_bias=m.tpavi_audio_bias)
     model = build_qsd(config, backbone, audio_encoder, audio_dim)
     if m.separator:
         if m.decomposition != "none":
