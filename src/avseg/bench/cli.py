@@ -39,6 +39,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
     speed.add_argument("--rows", type=_list, default=list(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     speed.add_argument("--frames", type=int, default=5)
+    speed.add_argument("--runtime", type=_list, default=["torch"],
+                       help="comma-separated runtimes, side by side: torch (eager PyTorch), onnx (the model exported "
+                            "by avseg export, run by ONNX Runtime on the CPU); default torch")
     speed.add_argument("--image-size", type=int, default=224)
     speed.add_argument("--repeats", type=int, default=5, help="timed passes per row (median reported)")
     speed.add_argument("--warmup", type=int, default=1)
@@ -130,8 +133,9 @@ def run_cli(args: argparse.Namespace) -> int:
             raise UserError("--repeats and --frames must be >= 1")
         rows = run_speed(args.backbones, args.rows, isolate=not args.no_isolate, device=args.device,
                          frames=args.frames, image_size=args.image_size, repeats=args.repeats,
-                         warmup=args.warmup, overrides=list(args.overrides),
-                         progress=lambda r: print(f"  {r.model} / {r.backbone}: {r.ms_per_clip:.1f} ms", flush=True))
+                         warmup=args.warmup, overrides=list(args.overrides), runtimes=args.runtime,
+                         progress=lambda r: print(f"  {r.model} / {r.backbone} / {r.runtime}: {r.ms_per_clip:.1f} ms",
+                                                  flush=True))
         print(format_speed_table(rows))
         write_rows(args.json, rows)
         return 0
