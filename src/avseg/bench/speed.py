@@ -99,14 +99,19 @@ def _onnx_forward(model, config: Config, inputs: dict, frames: int):
 
 
 def measure_row(row: str, backbone: str, *, device: str = "cpu", frames: int = 5, image_size: int = 224,
-                repeats: int = 5, warmup: int = 1, overrides: list[str] = (), runtime: str = "torch") -> SpeedRow:
-    """Median time of one clip's forward pass (batch 1, `frames` frames) after `warmup` passes.
+                repeats: int = 5, warmup: int = 1, overrides: list[str] = (),
+                runtimes: list[str] = ("torch",)) -> list[SpeedRow]:
+    """Median time of one clip's forward pass (batch 1, `frames` frames) after `warmup` passes, one
+    row per runtime.
 
     runtime "onnx": the model exported by `avseg export` and run by ONNX Runtime (CPU) with as many
-    threads as PyTorch uses; the row also records max |onnx - torch| on the timed input."""
-    if runtime not in RUNTIMES:
-        raise UserError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
-    if runtime == "onnx" and (device != "cpu" or row in NO_ONNX):
+    threads as PyTorch uses; the row also records max |onnx - torch| on the timed input. With both
+    runtimes the passes alternate (torch, onnx, torch, ...) on the same model and input, so that
+    load from other processes falls on both alike; their peak memory is then the same process's."""
+    for runtime in runtimes:
+        if runtime not in RUNTIMES:
+            raise UserError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
+    if "onnx" in runtimes and (device != "cpu" or row in NO_ONNX):
         raise UserError(f"--runtime onnx: not for the {row} row on {device} (ONNX rows: CPU, avseg models without a separator)")
     from avseg.models.info import count_gflops
 
@@ -118,33 +123,40 @@ def measure_row(row: str, backbone: str, *, device: str = "cpu", frames: int = 5
     model = _build(row, config, torch_device)
     inputs = _inputs(row, config, frames, torch_device)
     gflops = count_gflops(model, inputs)
-    forward, diff = (lambda: model(**inputs)), None
-    if runtime == "onnx":
-        forward, diff = _onnx_forward(model, config, inputs, frames)
+    forwards, diffs = {"torch": lambda: model(**inputs)}, {"torch": None}
+    if "onnx" in runtimes:
+        forwards["onnx"], diffs["onnx"] = _onnx_forward(model, config, inputs, frames)
     if torch_device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(torch_device)
-    times = []
+    times: dict[str, list[float]] = {runtime: [] for runtime in runtimes}
     with torch.no_grad():
         for index in range(warmup + repeats):
-            if torch_device.type == "cuda":
-                torch.cuda.synchronize(torch_device)
-            start = time.perf_counter()
-            forward()
-            if torch_device.type == "cuda":
-                torch.cuda.synchronize(torch_device)
-            if index >= warmup:
-                times.append((time.perf_counter() - start) * 1000)
-    median = statistics.median(times)
+            for runtime in runtimes:
+                if torch_device.type == "cuda":
+                    torch.cuda.synchronize(torch_device)
+                start = time.perf_counter()
+                forwards[runtime]()
+                if torch_device.type == "cuda":
+                    torch.cuda.synchronize(torch_device)
+                if index >= warmup:
+                    times[runtime].append((time.perf_counter() - start) * 1000)
     params = sum(p.numel() for p in model.parameters()) / 1e6
-    return SpeedRow(row, backbone, device, frames, image_size, round(median, 2), round(1000 / median, 3),
-                    round(peak_memory_mb(torch_device), 1), round(params, 2), round(gflops, 2), runtime,
-                    torch.get_num_threads(), None if diff is None else float(f"{diff:.3g}"))
+    peak = round(peak_memory_mb(torch_device), 1)
+    rows = []
+    for runtime in runtimes:
+        median = statistics.median(times[runtime])
+        diff = diffs[runtime]
+        rows.append(SpeedRow(row, backbone, device, frames, image_size, round(median, 2), round(1000 / median, 3),
+                             peak, round(params, 2), round(gflops, 2), runtime, torch.get_num_threads(),
+                             None if diff is None else float(f"{diff:.3g}")))
+    return rows
 
 
-def measure_isolated(row: str, backbone: str, **kwargs) -> SpeedRow:
+def measure_isolated(row: str, backbone: str, **kwargs) -> list[SpeedRow]:
     """`measure_row` in a fresh Python process (its own peak memory)."""
     request = {"row": row, "backbone": backbone, **kwargs}
-    return SpeedRow(**run_worker("avseg.bench.speed", request, f"bench row {row} / {backbone}"))
+    result = run_worker("avseg.bench.speed", request, f"bench row {row} / {backbone}")
+    return [SpeedRow(**item) for item in result["rows"]]
 
 
 def run_speed(backbones: list[str], rows: list[str], *, isolate: bool = True, progress=None,
@@ -156,13 +168,12 @@ def run_speed(backbones: list[str], rows: list[str], *, isolate: bool = True, pr
             raise UserError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
     for backbone in backbones:
         for row in rows:
-            for runtime in runtimes:
-                if runtime == "onnx" and row in NO_ONNX:
-                    continue
-                measure = measure_isolated if isolate else measure_row
-                results.append(measure(row, backbone, runtime=runtime, **kwargs))
+            wanted = [r for r in runtimes if not (r == "onnx" and row in NO_ONNX)]
+            measure = measure_isolated if isolate else measure_row
+            for result in measure(row, backbone, runtimes=wanted, **kwargs):
+                results.append(result)
                 if progress:
-                    progress(results[-1])
+                    progress(result)
     return results
 
 
@@ -193,4 +204,5 @@ def speed_json(rows: list[SpeedRow]) -> dict:
 
 
 if __name__ == "__main__":  # worker of measure_isolated
-    worker_main(lambda request: measure_row(request.pop("row"), request.pop("backbone"), **request))
+    worker_main(lambda request: {"rows": [asdict(r) for r in measure_row(request.pop("row"), request.pop("backbone"),
+                                                                         **request)]})
