@@ -65,8 +65,8 @@ def _add_train(suites) -> None:
                        help=f"configs (default {' '.join(DEFAULT_CONFIGS)}), then config overrides for every row")
     _add_step_options(train, steps=10, warmup=2, image_size=None)
     train.add_argument("--batch-size", type=int, help="clips per step (default: the config's data.batch_size)")
-    train.add_argument("--amp", default="none", choices=AMP_MODES, help="autocast dtype (CUDA only)")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    train.add_argument("--amp", default="none", choices=AMP_MODES, help="autocast dtype: bf16 (CUDA and CPU), fp16 (CUDA only, with a GradScaler)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the CPU needs a C compiler)")
     _add_common(train)
 
 

@@ -6,6 +6,7 @@ import os
 import warnings
 
 from avseg.config import load_config
+from avseg.engine.evaluate import add_precision_arguments, precision_overrides
 from avseg.engine.train import BEST, LAST, train
 
 
@@ -15,12 +16,13 @@ def add_cli_arguments(parser) -> None:
                         help="config overrides, e.g. train.epochs=2 data.root=data/s4")
     parser.add_argument("--resume", metavar="CKPT|auto",
                         help="continue from a checkpoint's exact state; 'auto' = OUTPUT_DIR/last.pt if it exists")
+    add_precision_arguments(parser)
     parser.epilog = ("Multi-GPU: torchrun --nproc_per_node N -m avseg.cli train CONFIG ...; "
                      "see docs/training.md (multi-node, AMP, determinism, CAVP pairing).")
 
 
 def run_cli(args) -> int:
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, [*args.overrides, *precision_overrides(args)])
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")
         summary = train(config, resume=args.resume)
