@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "eval": ("avseg.engine.evaluate", "evaluate a checkpoint on a split: metrics.json, per_class.csv, masks"),
     "predict": ("avseg.inference.cli", "segment the sounding objects of videos of any length (masks, overlay, json)"),
     "study": ("avseg.study.cli", "the paper's claims tested: Table-2 rows x seeds on the synthetic benchmark, SNR sweep, t-SNE"),
+    "export": ("avseg.inference.export", "export QSD / TPAVI to ONNX, verified with ONNX Runtime against PyTorch"),
     "report": ("avseg.report.cli", "build the HTML report of a training run (metrics vs baselines, figures)"),
     "bench": ("avseg.bench.cli", "benchmarks: model speed side by side, training throughput, data loading, prediction speed and memory"),
     "app": ("avseg.app.cli", "a local web page: upload a video, see and download its segmentation"),

@@ -164,7 +164,7 @@ class TrainConfig:
     lr_drop_epochs: epochs (0-based, counted at their start) from which the lr is multiplied by
         lr_drop_factor once more (a step schedule).
     grad_clip: max global gradient norm (0 = off).
-    amp: "none", "bf16" or "fp16" (autocast on GPU; fp16 adds a GradScaler). CPU runs ignore it.
+    amp: "none", "bf16" or "fp16" (autocast; fp16 adds a GradScaler and runs on CUDA only; bf16 also on the CPU).
     eval_every: evaluate on data.val_split every this many epochs (0 = never).
     checkpoint_every_steps: also write last.pt every this many steps (0 = only at epoch ends).
     checkpoint_every_epochs: write last.pt after every this many epochs (0 = never at epoch
@@ -174,7 +174,7 @@ class TrainConfig:
         kernel warn instead of failing).
     log_every: steps between log lines (JSONL, TensorBoard).
     num_workers: DataLoader workers (-1 = data.num_workers).
-    compile: torch.compile the model (GPU only; ignored on CPU).
+    compile: torch.compile the model (CUDA, and the CPU where a C compiler is on the PATH).
     contrastive_share: CAVP contrastive pairing: share of each batch replaced by clips paired
         with the audio of a clip of another class and an all-background target (0 = off).
     device: "auto" (CUDA when available), "cpu" or "cuda".

@@ -7,7 +7,7 @@ from avseg.cli import main
 TINY = ["--backbones", "r18", "--image-size", "64", "--frames", "2", "--repeats", "1", "--warmup", "0"]
 SMALL = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.tpavi_channels=16", "audio.encoder=tiny"]
 KEYS = {"model", "backbone", "device", "frames", "image_size", "ms_per_clip", "clips_per_s", "peak_mem_mb",
-        "params_m", "gflops"}
+        "params_m", "gflops", "runtime", "threads", "max_abs_diff"}
 
 
 def test_speed_rows_table_and_json(tmp_path, capsys):
@@ -34,3 +34,23 @@ def test_isolated_row_runs_in_a_subprocess(tmp_path):
 def test_unknown_row_is_a_clear_error(capsys):
     assert main(["bench", "speed", *TINY, "--rows", "nonsense", "--no-isolate"]) == 2
     assert "unknown bench row 'nonsense'" in capsys.readouterr().err
+
+
+def test_torch_and_onnx_rows_side_by_side(tmp_path, capsys):
+    out = tmp_path / "speed.json"
+    assert main(["bench", "speed", *TINY, "--rows", "backbone,qsd,ablation/2_td,tpavi", "--runtime", "torch,onnx",
+                 "--no-isolate", "--json", str(out), *SMALL]) == 0
+    rows = json.loads(out.read_text())["rows"]
+    # the backbone and TD rows have no ONNX form: torch only
+    assert [(r["model"], r["runtime"]) for r in rows] == [
+        ("backbone", "torch"), ("qsd", "torch"), ("qsd", "onnx"), ("ablation/2_td", "torch"),
+        ("tpavi", "torch"), ("tpavi", "onnx")]
+    for row in rows:
+        assert set(row) == KEYS and row["ms_per_clip"] > 0 and row["threads"] >= 1
+        assert (row["max_abs_diff"] is None) == (row["runtime"] == "torch")
+        if row["runtime"] == "onnx":
+            assert 0 <= row["max_abs_diff"] <= 1e-3
+    table = capsys.readouterr().out
+    assert "x torch" in table and "max diff" in table
+    assert main(["bench", "speed", *TINY, "--rows", "qsd", "--runtime", "tensorrt", "--no-isolate"]) == 2
+    assert "--runtime tensorrt" in capsys.readouterr().err

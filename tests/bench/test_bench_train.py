@@ -29,20 +29,18 @@ def _check_projection(row: dict) -> None:
     assert sum(s["epoch_s"] for s in row["subsets"].values()) == pytest.approx(row["epoch_s"], rel=1e-2, abs=0.5)
 
 
-def test_train_row_in_process_with_cpu_notes(tmp_path, capsys):
+def test_train_row_in_process_with_bf16_autocast_on_the_cpu(tmp_path, capsys):
     out = tmp_path / "train.json"
-    assert main(["bench", "train", S4, *TINY, "--amp", "bf16", "--compile", "--no-isolate", "--json", str(out),
-                 *SMALL]) == 0
+    assert main(["bench", "train", S4, *TINY, "--amp", "bf16", "--no-isolate", "--json", str(out), *SMALL]) == 0
     (row,) = json.loads(out.read_text())["rows"]
     assert set(row) == KEYS
     assert (row["dataset"], row["device"], row["frames"], row["labelled_frames"]) == ("s4", "cpu", 5, 1)
     assert (row["image_size"], row["batch_size"], row["steps"]) == (64, 1, 1)
-    assert row["amp"] == "n/a" and row["compile"] == "n/a"  # CUDA-only options on the CPU
+    assert row["amp"] == "bf16" and row["compile"] == "off"  # bf16 autocast runs on the CPU
     assert row["ms_per_step"] > 0 and row["peak_mem_mb"] > 0 and row["epochs"] == 4
     assert row["train_clips"] == REAL_TRAIN_CLIPS["s4"]["s4"]
     _check_projection(row)
     printed = capsys.readouterr().out
-    assert "note: --amp bf16 and --compile apply on CUDA only" in printed
     assert "ms/step" in printed and "schedule h" in printed and S4 in printed
 
 
@@ -54,8 +52,13 @@ def test_avss_row_in_a_subprocess_projects_each_subset(tmp_path, capsys):
     assert row["subsets"]["v1m"]["clips"] == 296 and row["subsets"]["v2"]["clips"] == 4750
     assert row["subsets"]["v1m"]["frames"] == 5 and row["subsets"]["v2"]["frames"] == 10
     assert "v1s" not in row["subsets"]  # the config reads v1m and v2 only
-    assert row["amp"] == "n/a" and "note:" not in capsys.readouterr().out.split("config")[0]
+    assert row["amp"] == "none" and row["compile"] == "off"
     _check_projection(row)
+
+
+def test_fp16_stays_cuda_only(capsys):
+    assert main(["bench", "train", S4, *TINY, "--amp", "fp16", "--no-isolate", *SMALL]) == 2
+    assert "fp16 runs on CUDA only" in capsys.readouterr().err
 
 
 def test_synthetic_batches_have_the_training_shapes():

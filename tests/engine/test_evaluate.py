@@ -113,7 +113,7 @@ def test_longest_side_scoring_cuts_the_padding_and_scores_at_the_label_size():
     for padding_class in (0, 5):  # whatever the model predicts in the padding is left out
         ids = canvas.clone()
         ids[:, 8:] = padding_class
-        [(clip, prediction, labels)] = list(at_label_size(batch_for(), {"ids": ids}))
+        [(clip, prediction, labels)] = list(at_label_size(batch_for(), {"ids": ids}, False))
         assert prediction["ids"].shape == labels.shape == (2, 6, 9) and 5 not in prediction["ids"]
         metric = TaskMetric("semantic", 8, 2)
         metric.update(clip, prediction, labels)

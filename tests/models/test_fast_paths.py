@@ -190,3 +190,20 @@ def test_mask_decoder_shared_positions_equal_per_frame_positions():
     for key in ("pred_logits", "pred_boxes", "pred_masks"):
         assert torch.allclose(a[key], b[key], atol=1e-12, rtol=0)
     assert math.isfinite(a["pred_masks"].sum().item())
+
+
+def test_grid_sample_form_used_for_onnx_export_equals_the_fast_form():
+    """`deformable_sample_grid` (what `avseg export` traces) is the same function as `deformable_sample`."""
+    from avseg.models.encoder import deformable_sample, deformable_sample_grid
+
+    torch.manual_seed(0)
+    shapes = [(6, 7), (3, 4), (2, 1)]
+    batch, queries, heads, dim, points = 3, 11, 4, 5, 3
+    value = torch.randn(batch, sum(h * w for h, w in shapes), heads, dim, dtype=torch.float64)
+    offsets = torch.randn(batch, queries, 2, heads, len(shapes), points, dtype=torch.float64) * 3
+    weights = torch.rand(batch, queries, heads, len(shapes), points, dtype=torch.float64)
+    for ref_batch in (1, batch):  # shared and per-item reference points
+        reference = torch.rand(ref_batch, queries, len(shapes), 2, dtype=torch.float64) * 1.4 - 0.2
+        fast = deformable_sample(value, shapes, reference, offsets, weights)
+        assert torch.allclose(deformable_sample_grid(value, shapes, reference, offsets, weights), fast,
+                              atol=1e-12, rtol=0)

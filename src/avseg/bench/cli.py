@@ -40,6 +40,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
     speed.add_argument("--rows", type=_list, default=list(ROWS), help=f"comma-separated subset of {','.join(ROWS)}")
     speed.add_argument("--frames", type=int, default=5)
+    speed.add_argument("--runtime", type=_list, default=["torch"],
+                       help="comma-separated runtimes, side by side: torch (eager PyTorch), onnx (the model exported "
+                            "by avseg export, run by ONNX Runtime on the CPU); default torch")
     speed.add_argument("--image-size", type=int, default=224)
     speed.add_argument("--repeats", type=int, default=5, help="timed passes per row (median reported)")
     speed.add_argument("--warmup", type=int, default=1)
@@ -63,8 +66,8 @@ def _add_train(suites) -> None:
                        help=f"configs (default {' '.join(DEFAULT_CONFIGS)}), then config overrides for every row")
     _add_step_options(train, steps=10, warmup=2, image_size=None)
     train.add_argument("--batch-size", type=int, help="clips per step (default: the config's data.batch_size)")
-    train.add_argument("--amp", default="none", choices=AMP_MODES, help="autocast dtype (CUDA only)")
-    train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA only)")
+    train.add_argument("--amp", default="none", choices=AMP_MODES, help="autocast dtype: bf16 (CUDA and CPU), fp16 (CUDA only, with a GradScaler)")
+    train.add_argument("--compile", action="store_true", help="torch.compile the model (CUDA; the CPU needs a C compiler)")
     _add_common(train)
 
 
@@ -131,8 +134,9 @@ def run_cli(args: argparse.Namespace) -> int:
             raise UserError("--repeats and --frames must be >= 1")
         rows = run_speed(args.backbones, args.rows, isolate=not args.no_isolate, device=args.device,
                          frames=args.frames, image_size=args.image_size, repeats=args.repeats,
-                         warmup=args.warmup, overrides=list(args.overrides),
-                         progress=lambda r: print(f"  {r.model} / {r.backbone}: {r.ms_per_clip:.1f} ms", flush=True))
+                         warmup=args.warmup, overrides=list(args.overrides), runtimes=args.runtime,
+                         progress=lambda r: print(f"  {r.model} / {r.backbone} / {r.runtime}: {r.ms_per_clip:.1f} ms",
+                                                  flush=True))
         print(format_speed_table(rows))
         write_rows(args.json, rows)
         return 0

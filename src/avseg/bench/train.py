@@ -27,7 +27,6 @@ import math
 import statistics
 import time
 import warnings
-from contextlib import nullcontext
 from dataclasses import dataclass, field
 
 import torch
@@ -41,7 +40,6 @@ from avseg.errors import UserError
 
 DEFAULT_CONFIGS = ("configs/qsd_r50_s4.yaml", "configs/qsd_r50_ms3.yaml", "configs/qsd_r50_avss.yaml")
 AMP_MODES = ("none", "bf16", "fp16")
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 # train-split sizes of the real data sets, per subset
 REAL_TRAIN_CLIPS = {
     "s4": {"s4": 3452},
@@ -62,8 +60,8 @@ class TrainRow:
     frames: int  # frame slots per clip through the model
     labelled_frames: int  # frames per clip with ground truth (in the losses)
     image_size: int
-    amp: str  # none / bf16 / fp16; "n/a" on the CPU
-    compile: str  # on / off; "n/a" on the CPU
+    amp: str  # none / bf16 / fp16 (fp16: CUDA only)
+    compile: str  # on / off
     steps: int  # timed steps (after the warm-up)
     ms_per_step: float  # median
     clips_per_s: float  # batch_size / median step time
@@ -154,10 +152,13 @@ def measure_train(config_path: str, *, device: str = "cpu", steps: int = 10, war
     from avseg.engine.step import compute_losses, forward_batch, is_class_agnostic
     from avseg.models.build import build_criterion, build_model
 
+    from avseg.engine.precision import amp_dtype, autocast, compile_model, grad_scaler
+
     if amp not in AMP_MODES:
         raise UserError(f"--amp {amp}: expected one of {', '.join(AMP_MODES)}")
     check_device(device)
     torch_device = torch.device(device)
+    dtype = amp_dtype(amp, torch_device)  # bf16 on CUDA and the CPU; fp16 on CUDA only
     cuda = torch_device.type == "cuda"
     config = bench_config(config_path, image_size, list(overrides))
     t = config.train
@@ -169,9 +170,8 @@ def measure_train(config_path: str, *, device: str = "cpu", steps: int = 10, war
     model = prepare_batchnorm(model, t.batchnorm, distributed=False, device=torch_device).to(torch_device)
     optimizer = build_optimizer(model, lr=t.lr, backbone_lr_mult=t.backbone_lr_mult, weight_decay=t.weight_decay)
     criterion = build_criterion(config).to(torch_device)
-    wrapped = torch.compile(model) if compile and cuda else model
-    dtype = AMP_DTYPES.get(amp) if cuda else None
-    scaler = torch.amp.GradScaler("cuda", enabled=dtype is torch.float16)
+    wrapped = compile_model(model, torch_device) if compile else model
+    scaler = grad_scaler(torch_device, dtype)
     params = [p for group in optimizer.param_groups for p in group["params"]]
     agnostic = is_class_agnostic(config.data.dataset)
     set_train_mode(wrapped, t.batchnorm)
@@ -185,7 +185,7 @@ def measure_train(config_path: str, *, device: str = "cpu", steps: int = 10, war
             torch.cuda.synchronize(torch_device)
         start = time.perf_counter()
         batch = batch.to(torch_device, non_blocking=True)
-        with torch.autocast("cuda", dtype=dtype) if dtype is not None else nullcontext():
+        with autocast(torch_device, dtype):
             losses = compute_losses(forward_batch(wrapped, batch), batch, criterion, class_agnostic=agnostic)
         optimizer.zero_grad(set_to_none=True)
         scaler.scale(losses["loss_total"]).backward()
@@ -204,7 +204,7 @@ def measure_train(config_path: str, *, device: str = "cpu", steps: int = 10, war
         config=str(config_path), model=config.model.name, backbone=config.model.backbone,
         dataset=config.data.dataset, device=str(torch_device), batch_size=batch_size, frames=frames,
         labelled_frames=labelled, image_size=config.data.image_size,
-        amp=amp if cuda else "n/a", compile=("on" if compile else "off") if cuda else "n/a", steps=steps,
+        amp=amp, compile="on" if compile else "off", steps=steps,
         ms_per_step=round(median, 2), clips_per_s=round(batch_size * 1000 / median, 3),
         peak_mem_mb=round(peak_memory_mb(torch_device), 1), train_clips=None, epochs=t.epochs,
         epoch_s=None, schedule_s=None,
@@ -225,17 +225,6 @@ def run_train(configs: list[str], *, isolate: bool = True, progress=None, **kwar
         if progress:
             progress(rows[-1])
     return rows
-
-
-def cpu_notes(device: str, amp: str, compile: bool) -> list[str]:
-    """Notes for the options that only apply on CUDA, when they were asked for on the CPU."""
-    if str(device).startswith("cuda"):
-        return []
-    asked = ([f"--amp {amp}"] if amp != "none" else []) + (["--compile"] if compile else [])
-    if not asked:
-        return []
-    verb = "apply" if len(asked) > 1 else "applies"
-    return [f"note: {' and '.join(asked)} {verb} on CUDA only: not used on the CPU (the table says n/a)"]
 
 
 def _hours(seconds: float | None) -> float | None:
@@ -271,8 +260,6 @@ def run_cli(args) -> int:
     check_at_least(steps=(args.steps, 1), warmup=(args.warmup, 0), batch_size=(args.batch_size, 1),
                    image_size=(args.image_size, 32))
     check_device(args.device)
-    for note in cpu_notes(args.device, args.amp, args.compile):
-        print(note, flush=True)
     rows = run_train(configs or list(DEFAULT_CONFIGS), isolate=not args.no_isolate, device=args.device,
                      steps=args.steps, warmup=args.warmup, batch_size=args.batch_size, image_size=args.image_size,
                      amp=args.amp, compile=args.compile, overrides=overrides,

@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import math
 import sys
-from contextlib import nullcontext
 from pathlib import Path
 
 import torch
@@ -170,10 +169,10 @@ def labelled_frames_per_clip(config: Config, split: str) -> int:
 
 
 def _autocast(config: Config, device: torch.device):
-    dtypes = {"bf16": torch.bfloat16, "fp16": torch.float16}
-    if device.type == "cuda" and config.train.amp in dtypes:
-        return torch.autocast("cuda", dtype=dtypes[config.train.amp])
-    return nullcontext()
+    """train.amp's autocast: bf16 on CUDA and the CPU, fp16 on CUDA (avseg.engine.precision)."""
+    from avseg.engine.precision import amp_dtype, autocast
+
+    return autocast(device, amp_dtype(config.train.amp, device))
 
 
 @torch.no_grad()
@@ -291,6 +290,19 @@ def add_cli_arguments(parser) -> None:
     parser.add_argument("--allow-import", action="store_true",
                         help="the checkpoint may use the package.module:factory model.separator that CONFIG names "
                              "(imports that code); a checkpoint alone never names code")
+    add_precision_arguments(parser)
+
+
+def add_precision_arguments(parser) -> None:
+    """--amp / --compile, shared by `avseg train` and `avseg eval` (they set train.amp / train.compile)."""
+    parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None,
+                        help="autocast: bf16 (CUDA and CPU) or fp16 (CUDA, with a GradScaler); sets train.amp")
+    parser.add_argument("--compile", action="store_true", default=None,
+                        help="torch.compile the model (CUDA, and the CPU with a C compiler); sets train.compile")
+
+
+def precision_overrides(args) -> list[str]:
+    return ([f"train.amp={args.amp}"] if args.amp else []) + (["train.compile=true"] if args.compile else [])
 
 
 def run_cli(args) -> int:
@@ -301,7 +313,7 @@ def run_cli(args) -> int:
     from avseg.engine.distributed import resolve_device
     from avseg.metrics import format_table
 
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, [*args.overrides, *precision_overrides(args)])
     if args.batch_size:
         config.train.eval_batch_size = args.batch_size
     split = args.split or config.data.test_split
@@ -315,6 +327,10 @@ def run_cli(args) -> int:
     if checkpoint.get("class_names") not in (None, names):
         warnings.warn(f"{args.checkpoint}: trained with other class names than {config.data.root} has")
     config.model = trained.model
+    if config.train.compile:
+        from avseg.engine.precision import compile_model
+
+        model = compile_model(model, device)
     loader = evaluation_loader(config, split)
     result = evaluate(model, loader, config, split=split, device=device, save_masks=args.save_masks,
                       overlays=args.overlays, progress=sys.stderr.isatty())

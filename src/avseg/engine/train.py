@@ -18,7 +18,6 @@ import math
 import sys
 import time
 import warnings
-from contextlib import nullcontext
 from itertools import islice
 from pathlib import Path
 from typing import Callable
@@ -34,6 +33,7 @@ from avseg.data.build import sample_seed
 from avseg.engine import distributed as dist_utils
 from avseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from avseg.engine.damaged import DamagedTally, damaged_limit
+from avseg.engine.precision import AMP_MODES, amp_dtype, autocast, compile_model, grad_scaler
 from avseg.engine.optim import build_optimizer, build_scheduler, prepare_batchnorm, set_train_mode
 from avseg.engine.run_dir import LAST, BEST, prepare_output, resolve_resume
 from avseg.engine.runlog import RunLog
@@ -41,7 +41,6 @@ from avseg.engine.seeding import capture_rng_state, configure_determinism, resto
 from avseg.engine.step import compute_losses, forward_batch, is_class_agnostic
 from avseg.errors import UserError
 
-AMP_DTYPES = {"bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 class TrainingDiverged(UserError):
@@ -65,7 +64,7 @@ class Trainer:
                  allow_import: bool = False):
         self.config, self.info, self.on_step, self.allow_import = config, info, on_step, allow_import
         t = config.train
-        if t.amp not in ("none", *AMP_DTYPES):
+        if t.amp not in AMP_MODES:
             raise UserError(f"train.amp '{t.amp}': expected none, bf16 or fp16")
         if not 0.0 <= t.contrastive_share <= 1.0:
             raise UserError(f"train.contrastive_share must lie in [0, 1], got {t.contrastive_share}")
@@ -79,10 +78,11 @@ class Trainer:
         self.class_agnostic = is_class_agnostic(config.data.dataset)
         self._build_data()
         self._build_model()
-        self.amp = AMP_DTYPES.get(t.amp) if self.device.type == "cuda" else None
-        if t.amp != "none" and self.amp is None:
-            _note(f"train.amp={t.amp} is ignored on the CPU (autocast runs on GPUs only)", info)
-        self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp is torch.float16)
+        try:  # bf16 autocast on CUDA and on the CPU; fp16 (with the GradScaler) on CUDA only
+            self.amp = amp_dtype(t.amp, self.device)
+        except UserError as err:
+            raise UserError(f"train.amp: {err}") from None
+        self.scaler = grad_scaler(self.device, self.amp)
         self.epoch = self.step = self.batches_done = 0
         self.best: float | None = None
         self.best_step = -1
@@ -124,11 +124,8 @@ class Trainer:
             wrapped = nn.parallel.DistributedDataParallel(
                 self.model, device_ids=[self.device] if self.device.type == "cuda" else None,
                 find_unused_parameters=t.find_unused_parameters)
-        if t.compile:
-            if self.device.type == "cuda":
-                wrapped = torch.compile(wrapped)
-            else:
-                _note("train.compile is ignored on the CPU", self.info)
+        if t.compile:  # on the CPU too (inductor needs a C compiler there)
+            wrapped = compile_model(wrapped, self.device)
         self.wrapped = wrapped
         from avseg.models.quantizer import SharedCodebookQuantizer
 
@@ -293,7 +290,7 @@ class Trainer:
     # ------------------------------------------------------------------------- one step
 
     def _autocast(self):
-        return torch.autocast("cuda", dtype=self.amp) if self.amp is not None else nullcontext()
+        return autocast(self.device, self.amp)
 
     def train_step(self, batch) -> dict[str, float]:
         t = self.config.train

@@ -7,6 +7,7 @@ import sys
 import warnings
 
 from avseg.config import load_config
+from avseg.engine.evaluate import add_precision_arguments, precision_overrides
 from avseg.engine.train import BEST, LAST, train
 
 
@@ -18,6 +19,7 @@ def add_cli_arguments(parser) -> None:
                         help="continue from a checkpoint's exact state; 'auto' = OUTPUT_DIR/last.pt if it exists")
     parser.add_argument("--allow-import", action="store_true",
                         help="honour a package.module:factory model.separator in CONFIG (imports that code)")
+    add_precision_arguments(parser)
     parser.epilog = ("Multi-GPU: torchrun --nproc_per_node N -m avseg.cli train CONFIG ...; "
                      "see docs/training.md (multi-node, AMP, determinism, CAVP pairing).")
 
@@ -27,7 +29,7 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 
 
 def run_cli(args) -> int:
-    config = load_config(args.config, args.overrides)
+    config = load_config(args.config, [*args.overrides, *precision_overrides(args)])
     with warnings.catch_warnings():
         warnings.showwarning = _print_warning  # one line each, also in DataLoader workers (forked)
         warnings.filterwarnings("ignore", message=".*does not have many workers.*")

@@ -39,6 +39,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="video files (any container and codec FFmpeg reads)")
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per video when several)")
     add_model_arguments(parser, "the output is MEANINGLESS (smoke / speed runs)")
+    parser.add_argument("--runtime", nargs="+", default=["torch"], metavar=("torch|onnx", "MODEL.onnx"),
+                        help="torch (default: the PyTorch model of --checkpoint / --config), or onnx MODEL.onnx: "
+                             "a graph written by `avseg export`, run by ONNX Runtime on the CPU")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--fps", type=float, default=1.0,
                           help="frames sampled per second: the frame nearest each t = k / fps (default 1)")
@@ -82,6 +85,16 @@ def output_dirs(videos: list[Path], out: Path) -> list[Path]:
 
 def build_predictor(args: argparse.Namespace, overrides: list[str]) -> Predictor:
     thresholds = {"mask_threshold": args.mask_threshold, "score_threshold": args.score_threshold}
+    runtime = getattr(args, "runtime", None) or ["torch"]
+    if runtime[0] not in ("torch", "onnx") or len(runtime) != (2 if runtime[0] == "onnx" else 1):
+        raise UserError(f"--runtime {' '.join(runtime)}: expected 'torch' or 'onnx MODEL.onnx'")
+    if runtime[0] == "onnx":
+        if args.checkpoint is not None or args.config is not None or overrides or args.random_init is not None:
+            raise UserError("--runtime onnx MODEL.onnx: the graph carries its model and config; "
+                            "give no --checkpoint, --config, overrides or --random-init")
+        if args.device not in ("auto", "cpu"):
+            raise UserError(f"--device {args.device}: --runtime onnx runs on the CPU")
+        return Predictor.from_onnx(runtime[1], **thresholds)
     if args.checkpoint is not None and args.config is not None:
         raise UserError("give either --checkpoint (a trained model) or --config with --random-init, not both")
     if args.checkpoint is not None:

@@ -57,6 +57,7 @@ AUDIO_SAMPLES = MIN_SAMPLES_PER_EXAMPLE  # 15600 samples (0.975 s) = one log-mel
 SECOND_SAMPLES = SAMPLE_RATE  # what the TD ablation's separator gets per frame
 RANDOM_INIT_WARNING = ("RANDOM INIT: the model has random weights; every mask, score and box it "
                        "outputs is MEANINGLESS (use this for smoke and speed runs only)")
+RUNTIMES = ("torch", "onnx")
 
 
 def resolve_device(device: str | torch.device | None) -> torch.device:
@@ -96,12 +97,21 @@ class Predictor:
         device: where to run; None keeps the model where it is.
         mask_threshold, score_threshold: QSD's mask merge on semantic data (`avseg.frame_output`).
         random_init: the model is untrained: outputs are flagged and a warning is printed.
+        runtime: "torch", or "onnx" with `model` an `avseg.inference.onnx_runtime.OnnxModel` (an
+            exported graph run by ONNX Runtime on the CPU; `Predictor.from_onnx` builds one).
     """
 
     def __init__(self, model: nn.Module, config: Config, class_names: Sequence[str] | None = None, *,
                  device: str | torch.device | None = None, mask_threshold: float = 0.5,
                  score_threshold: float = 0.3, random_init: bool = False,
-                 checkpoint: str | Path | None = None, config_path: str | Path | None = None):
+                 checkpoint: str | Path | None = None, config_path: str | Path | None = None,
+                 runtime: str = "torch"):
+        if runtime not in RUNTIMES:
+            raise UserError(f"runtime '{runtime}': expected one of {', '.join(RUNTIMES)}")
+        self.runtime = runtime
+        if runtime == "onnx" and not hasattr(model, "run_graph"):
+            raise UserError(f"runtime 'onnx' needs an OnnxModel (Predictor.from_onnx), got a {type(model).__name__}")
+        self.onnx_path = str(model.path) if runtime == "onnx" else None
         self.config = config
         self.binary = is_binary(config.data.dataset)
         expected = 2 if self.binary else config.model.num_classes + 1
@@ -111,12 +121,19 @@ class Predictor:
                           "using generic names", stacklevel=2)
             names = None
         self.class_names = names or default_class_names(config)
-        if device is None:
+        if runtime == "onnx":
+            if device is not None and resolve_device(device).type != "cpu":
+                raise UserError("runtime 'onnx' runs on the CPU here (ONNX Runtime's CPU provider)")
+            self.device, self.model = torch.device("cpu"), model
+        elif device is None:
             parameter = next(model.parameters(), None)
             self.device = parameter.device if parameter is not None else torch.device("cpu")
         else:
             self.device = resolve_device(device)
-        self.model = model.to(self.device).eval()
+        if runtime == "torch":
+            self.model = model.to(self.device).eval()
+        # the ONNX graph has a fixed clip length: windows are that long
+        self.default_window = model.frames if runtime == "onnx" else DEFAULT_WINDOW
         self.image_size = config.data.image_size
         self.rules = OutputRules(self.binary, tuple(self.class_names), mask_threshold, score_threshold)
         self.random_init = random_init
@@ -144,6 +161,17 @@ class Predictor:
         model, config, checkpoint = model_from_checkpoint(path, map_location=device)
         names = checkpoint.get("class_names")
         return cls(model, config, names, device=device, checkpoint=path, **kwargs)
+
+    @classmethod
+    def from_onnx(cls, path: str | Path, *, intra_op_threads: int | None = None, **kwargs) -> Predictor:
+        """An exported graph (`avseg export`) run by ONNX Runtime; config and class names come from
+        its metadata. Same outputs as the PyTorch model (docs/predict.md, "ONNX Runtime")."""
+        from avseg.inference.onnx_runtime import OnnxModel
+
+        model = OnnxModel(path, intra_op_threads=intra_op_threads)
+        if model.random_init:
+            warnings.warn(RANDOM_INIT_WARNING, stacklevel=2)
+        return cls(model, model.config, model.class_names, runtime="onnx", random_init=model.random_init, **kwargs)
 
     @classmethod
     def from_config(cls, path: str | Path, overrides: Sequence[str] = (), device: str | torch.device = "cpu",
@@ -250,7 +278,10 @@ class Predictor:
 
     def _results(self, info: VideoInfo, audio, *, rate: float | None, window: int | None, batch: int,
                  progress: bool, tally: FrameTally | None = None) -> Iterator[FrameResult]:
-        window = window or DEFAULT_WINDOW
+        window = window or self.default_window
+        if self.runtime == "onnx" and window != self.default_window:
+            raise UserError(f"--window {window}: the ONNX graph {self.onnx_path} was exported for clips of "
+                            f"{self.default_window} frames (avseg export --frames)")
         if window < 1 or batch < 1:
             raise UserError(f"--window ({window}) and --batch ({batch}) must be at least 1")
         if rate is not None and not rate > 0:
@@ -315,7 +346,7 @@ class Predictor:
         from avseg.inference.outputs import prepare_output_dir
 
         info = probe_video(path)
-        window = window or DEFAULT_WINDOW
+        window = window or self.default_window
         out = Path(out_dir) if out_dir is not None else None
         writer = None
         entries: list[dict] = []

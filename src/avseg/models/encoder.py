@@ -95,8 +95,10 @@ class MSDeformAttn(nn.Module):
         projected = F.linear(query, weight, bias)
         offsets = projected[..., : 2 * samples].view(batch, num_queries, 2, heads, levels, points)
         weights = softmax_lastdim(projected[..., 2 * samples :].reshape(batch, num_queries, heads, levels * points))
-        sampled = deformable_sample(value, spatial_shapes, reference_points, offsets,
-                                    weights.view(batch, num_queries, heads, levels, points))
+        # ONNX has no embedding_bag with per-sample weights: an exported graph samples with grid_sample
+        sample = deformable_sample_grid if torch.onnx.is_in_onnx_export() else deformable_sample
+        sampled = sample(value, spatial_shapes, reference_points, offsets,
+                         weights.view(batch, num_queries, heads, levels, points))
         return self.output_proj(sampled.view(batch, num_queries, channels))
 
 
@@ -169,6 +171,31 @@ def deformable_sample(
     bags = batch * num_queries * heads
     sampled = WeightedRowSum.apply(table.to(out_dtype), taps.view(bags, 4, -1), tap_weights.view(bags, 4, -1).to(out_dtype))
     return sampled.view(batch, num_queries, heads, head_dim)
+
+
+def deformable_sample_grid(
+    value: Tensor, spatial_shapes: list[tuple[int, int]], reference_points: Tensor, offsets: Tensor, weights: Tensor,
+) -> Tensor:
+    """`deformable_sample` (same arguments, same result) as one `grid_sample` per level followed by
+    the weighted sum, Deformable DETR's formulation: slower on the CPU, but every operation has an
+    ONNX counterpart (GridSample, opset 16), so `avseg export` traces this one. -> `[B, Q, heads, D]`."""
+    batch, _, heads, head_dim = value.shape
+    num_queries, points = offsets.shape[1], offsets.shape[5]
+    reference = reference_points.expand(batch, -1, -1, -1)  # [B, Q, L, 2]
+    sampled, start = [], 0
+    for level, (height, width) in enumerate(spatial_shapes):
+        level_value = value[:, start : start + height * width].permute(0, 2, 3, 1).reshape(-1, head_dim, height, width)
+        start += height * width
+        scale = torch.tensor([width, height], dtype=offsets.dtype, device=offsets.device)
+        # offsets [B, Q, 2, heads, P] of this level -> [B, Q, heads, P, 2], in units of the level's size
+        location = reference[:, :, None, None, level, :] + offsets[:, :, :, :, level].permute(0, 1, 3, 4, 2) / scale
+        grid = (2 * location - 1).permute(0, 2, 1, 3, 4).reshape(-1, num_queries, points, 2)  # [B*heads, Q, P, 2]
+        sampled.append(F.grid_sample(level_value, grid.to(level_value.dtype), mode="bilinear",
+                                     padding_mode="zeros", align_corners=False))  # [B*heads, D, Q, P]
+    stacked = torch.stack(sampled, dim=3)  # [B*heads, D, Q, L, P]
+    attention = weights.permute(0, 2, 1, 3, 4).reshape(-1, 1, num_queries, *weights.shape[3:])
+    out = (stacked * attention.to(stacked.dtype)).sum((-2, -1))  # [B*heads, D, Q]
+    return out.view(batch, heads, head_dim, num_queries).permute(0, 3, 1, 2)
 
 
 class WeightedRowSum(torch.autograd.Function):
