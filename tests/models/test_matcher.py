@@ -32,11 +32,11 @@ def _target(n: int, size: int = 16, seed: int = 0) -> dict:
     return {"labels": labels, "masks": masks}
 
 
-def _pair_cost(matcher, logits, mask, box, label, tgt_mask, tgt_box):
-    """The cost of one prediction / target pair written out directly."""
+def _pair_cost(matcher, logits, mask, box, label, tgt_mask, tgt_box, w=(2, 2, 5, 5, 2), alpha=0.25, gamma=2.0):
+    """The cost of one prediction / target pair written out directly; w: class, mask, dice, L1, GIoU."""
     prob = logits.sigmoid()[label - 1]
-    pos = 0.25 * (1 - prob) ** 2 * -torch.log(prob + 1e-8)
-    neg = 0.75 * prob**2 * -torch.log(1 - prob + 1e-8)
+    pos = alpha * (1 - prob) ** gamma * -torch.log(prob + 1e-8)
+    neg = (1 - alpha) * prob**gamma * -torch.log(1 - prob + 1e-8)
     small = F.interpolate(tgt_mask[None, None].float(), size=mask.shape, mode="area")[0, 0]
     bce = F.binary_cross_entropy_with_logits(mask, small)
     p = mask.sigmoid()
@@ -45,7 +45,7 @@ def _pair_cost(matcher, logits, mask, box, label, tgt_mask, tgt_box):
     giou = generalized_box_iou(
         box_convert(box[None], "cxcywh", "xyxy"), box_convert(tgt_box[None], "cxcywh", "xyxy")
     )[0, 0]
-    return 2 * (pos - neg) + 2 * bce + 5 * dice + 5 * l1 - 2 * giou
+    return w[0] * (pos - neg) + w[1] * bce + w[2] * dice + w[3] * l1 - w[4] * giou
 
 
 def test_cost_matrix_matches_pairwise_definition():
@@ -155,3 +155,33 @@ def test_slot_order_prior_breaks_ties_towards_low_slots_and_defaults_off():
     outputs["pred_boxes"][0, 4] = boxes_from_masks(target["masks"])[0]
     rows, cols = HungarianMatcher(cost_slot=0.5)(outputs, [target])[0]
     assert dict(zip(cols.tolist(), rows.tolist()))[0] == 4
+
+
+def test_each_config_key_sets_its_own_matching_cost_and_loss_weight():
+    """loss.cls / mask / dice / bbox / giou / focal_* (all different) reach the matcher's cost
+    and the criterion's total through the right key."""
+    from avseg.config import load_config
+    from avseg.models.build import build_criterion
+
+    weights = {"cls": 1.5, "mask": 3.0, "dice": 7.0, "bbox": 0.5, "giou": 4.0}
+    overrides = [f"loss.{k}={v}" for k, v in weights.items()]
+    config = load_config("configs/cpu/qsd_r18_synth_avss.yaml",
+                         [*overrides, "loss.focal_alpha=0.4", "loss.focal_gamma=1.0", "loss.audio_tagging=0",
+                          "model.tag_gating=false", "model.num_classes=3", "loss.lambda_vq=0.7", "loss.beta=0.3"])
+    criterion = build_criterion(config)
+    outputs, target = _outputs(1), _target(3)
+    cost = criterion.matcher.cost_matrix(
+        outputs["pred_logits"][0], outputs["pred_masks"][0], outputs["pred_boxes"][0], target
+    )
+    boxes = boxes_from_masks(target["masks"])
+    for k, n in itertools.product(range(4), range(3)):
+        expected = _pair_cost(
+            None, outputs["pred_logits"][0, k], outputs["pred_masks"][0, k], outputs["pred_boxes"][0, k],
+            int(target["labels"][n]), target["masks"][n], boxes[n], w=tuple(weights.values()), alpha=0.4, gamma=1.0,
+        )
+        assert torch.allclose(cost[k, n], expected, atol=1e-4), (k, n)
+    vq = {"codebook_loss": torch.tensor(1.0), "commitment_loss": torch.tensor(2.0)}
+    losses = criterion({**outputs, "vq": vq}, [target])
+    names = {"cls": "loss_ce", "mask": "loss_mask", "dice": "loss_dice", "bbox": "loss_bbox", "giou": "loss_giou"}
+    total = sum(w * losses[names[k]] for k, w in weights.items()) + 0.7 * (1.0 + 0.3 * 2.0)
+    assert float(losses["loss_total"]) == pytest.approx(float(total), rel=1e-5)
