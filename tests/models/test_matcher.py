@@ -119,8 +119,16 @@ def test_costs_are_fp32_under_bf16_autocast():
 def test_matcher_without_boxes_and_label_check():
     outputs = _outputs(1)
     del outputs["pred_boxes"]
-    rows, cols = HungarianMatcher()(outputs, [_target(2)])[0]
-    assert len(rows) == 2
+    target = _target(2)
+    rows, cols = HungarianMatcher()(outputs, [target])[0]
+    # without boxes the cost is class + mask + dice only: the pair costs with zero box weights
+    cost = torch.tensor([[float(_pair_cost(None, outputs["pred_logits"][0, k], outputs["pred_masks"][0, k],
+                                           torch.full((4,), 0.5), int(target["labels"][n]), target["masks"][n],
+                                           torch.full((4,), 0.5), w=(2, 2, 5, 0, 0)))
+                          for n in range(2)] for k in range(4)])
+    best = min(float(cost[a, 0] + cost[b, 1]) for a, b in itertools.permutations(range(4), 2))
+    assert sorted(cols.tolist()) == [0, 1]
+    assert float(cost[rows, cols].sum()) == pytest.approx(best, abs=1e-4)
     bad = _target(1)
     bad["labels"] = torch.tensor([0])
     with pytest.raises(ValueError, match="1..3"):
