@@ -28,10 +28,9 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     # name: (files to mutate, tests that guard them)
     "metrics": (["src/avseg/metrics/avsbench.py", "src/avseg/metrics/avss.py", "src/avseg/metrics/cavp.py"],
                 ["tests/metrics"]),
-    "models": (["src/avseg/models/matcher.py", "src/avseg/models/criterion.py", "src/avseg/models/postprocess.py",
-                "src/avseg/models/quantizer.py"],
-               ["tests/models/test_matcher.py", "tests/models/test_criterion.py", "tests/models/test_postprocess.py",
-                "tests/models/test_quantizer.py", "tests/models/test_dense_criterion.py"]),
+    "models": (["src/avseg/models/matcher.py", "src/avseg/models/criterion.py", "src/avseg/models/postprocess.py"],
+               ["tests/models/test_matcher.py", "tests/models/test_criterion.py", "tests/models/test_postprocess.py"]),
+    "quantizer": (["src/avseg/models/quantizer.py"], ["tests/models/test_quantizer.py"]),
     "evaluate": (["src/avseg/engine/evaluate.py"], ["tests/engine/test_evaluate.py"]),
     "readers": (["src/avseg/data/avsbench.py", "src/avseg/data/avss.py"],
                 ["tests/data/test_avsbench_readers.py", "tests/data/test_avss_reader.py",

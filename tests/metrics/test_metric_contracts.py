@@ -183,3 +183,49 @@ def test_cavp_unseen_classes_and_frames_without_labels():
     assert metric.compute()["per_class"]["tp"] == [0, 4, 1, 0]
     with pytest.raises(ValueError, match="different num_classes"):
         metric.merge(CAVPMetric(C + 1).state())
+
+
+# ----------------------------------------------------------------------------- AVSBench-Object J / F
+
+
+def test_avsbench_probabilities_are_used_as_they_are():
+    """With probabilities=True nothing is squashed again: 0.4 is background, 0.6 foreground, and an
+    exact 0.5 is background (the reference thresholds with > 0.5)."""
+    from avseg.metrics.avsbench import AVSBenchMetric, avsbench_f, avsbench_j, frame_ious
+
+    prob = torch.tensor([[[0.4, 0.6], [0.5, 0.9]]])
+    truth = torch.tensor([[[0, 1], [1, 1]]])
+    # predicted {0.6, 0.9} vs truth {3 pixels}: IoU 2/3; a sigmoid would make every pixel > 0.5 (IoU 3/4)
+    assert float(frame_ious(prob, truth, probabilities=True)[0]) == pytest.approx(2 / 3, abs=1e-6)
+    assert avsbench_j(prob, truth, probabilities=True) == pytest.approx(2 / 3, abs=1e-6)
+    # F: at thresholds <= 0.4 every pixel (P 3/4, R 1); in (0.4, 0.5]: 3 pixels, all true (P 1, R 1)
+    assert avsbench_f(prob, truth, probabilities=True) == pytest.approx(1.0, abs=1e-9)
+    metric = AVSBenchMetric(1, 1, probabilities=True)
+    metric.update(prob, truth)
+    assert metric.compute()["j"] == pytest.approx(2 / 3, abs=1e-6) and metric.compute()["f"] == pytest.approx(1.0)
+    # integer 0 / 1 maps are compared as floats (not thresholded as integers)
+    hard = torch.tensor([[[0, 1], [1, 1]]])
+    assert avsbench_f(hard, truth, probabilities=True) == pytest.approx(avsbench_f(hard.float(), truth, probabilities=True))
+    assert avsbench_f(hard, truth, probabilities=True) == pytest.approx(1.0)
+
+
+def test_avsbench_thresholds_and_bad_input():
+    from avseg.metrics.avsbench import AVSBenchMetric, reference_thresholds
+
+    thresholds = reference_thresholds()
+    assert thresholds.dtype == torch.float32 and thresholds.numel() == 255
+    assert float(thresholds[0]) == 0.0 and float(thresholds[-1]) == 1.0  # 1 - 1e-10 rounds to 1 in float32
+    for frames, clips in ((0, 4), (5, 0)):
+        with pytest.raises(ValueError, match="frames_per_clip and clips_per_batch must be positive"):
+            AVSBenchMetric(frames, clips)
+    metric = AVSBenchMetric(1, 1)  # the smallest grouping is allowed
+    with pytest.raises(ValueError, match=r"logits must be \[N, H, W\] .*got shape \(2, 2\)"):
+        metric.update(torch.zeros(2, 2), torch.zeros(2, 2))
+    with pytest.raises(ValueError, match=r"target must be \[N, H, W\] .*got shape \(4,\)"):
+        metric.update(torch.zeros(1, 2, 2), torch.zeros(4))
+    with pytest.raises(ValueError, match=r"prediction \(1, 2, 2\) and target \(1, 2, 3\) differ in shape"):
+        metric.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 3))
+    metric.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
+    metric.sync()
+    with pytest.raises(RuntimeError, match=r"update\(\) after sync\(\): call reset\(\) first"):
+        metric.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
