@@ -229,3 +229,25 @@ def test_avsbench_thresholds_and_bad_input():
     metric.sync()
     with pytest.raises(RuntimeError, match=r"update\(\) after sync\(\): call reset\(\) first"):
         metric.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
+
+
+def test_avsbench_empty_state_of_a_rank_without_clips():
+    """A rank that saw no clip (DDP with more ranks than clips) sends typed empty statistics."""
+    from avseg.metrics.avsbench import AVSBenchMetric
+
+    state = AVSBenchMetric(5).state()
+    assert state["ious"].shape == (0,) and state["ious"].dtype == torch.float64
+    assert state["curves"].shape == (0, 255) and state["curves"].dtype == torch.float64
+    assert state["empty"].shape == (0,) and state["empty"].dtype == torch.bool and state["clip_index"] is None
+    full = AVSBenchMetric(1, 1)
+    full.update(torch.tensor([[[0.2, 3.0]]]), torch.tensor([[[0, 1]]]), clip_index=[0])
+    before = full.compute()
+    full.merge(AVSBenchMetric(1, 1).state())
+    assert full.compute() == before
+    with pytest.raises(ValueError, match="clip_index has 2 entries for 1 clips"):
+        AVSBenchMetric(1, 1).update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), clip_index=[0, 1])
+    mixed = AVSBenchMetric(1, 1)
+    mixed.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2), clip_index=[0])
+    mixed.update(torch.zeros(1, 2, 2), torch.zeros(1, 2, 2))
+    with pytest.raises(ValueError, match="clip_index was given to some update"):
+        mixed.compute()
