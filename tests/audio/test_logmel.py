@@ -89,9 +89,16 @@ def test_1khz_tone_peaks_in_band_containing_1khz():
     assert spectrum[expected_band] - spectrum[expected_band + 10] > 5.0
 
 
-def test_five_seconds_give_five_examples():
+def test_five_seconds_give_five_examples_each_from_its_own_samples():
     assert vggish_log_mel(np.zeros(5 * SAMPLE_RATE), SAMPLE_RATE).shape == (5, 96, 64)
     assert vggish_log_mel(np.zeros(10 * SAMPLE_RATE), SAMPLE_RATE).shape == (10, 96, 64)
+    # example i is the 0.975 s (15600 samples) starting at 0.96 * i s, VGGish's example hop
+    signal = np.random.default_rng(4).standard_normal(5 * SAMPLE_RATE) * 0.1
+    examples = vggish_log_mel(signal, SAMPLE_RATE)
+    for i in range(5):
+        start = int(round(0.96 * i * SAMPLE_RATE))
+        alone = vggish_log_mel(signal[start : start + MIN_SAMPLES_PER_EXAMPLE], SAMPLE_RATE)
+        np.testing.assert_allclose(examples[i], alone[0], atol=1e-4)
 
 
 def test_short_clip_gives_zero_examples():

@@ -113,7 +113,10 @@ def test_collate_mixed_subsets(avss_tree):
 
 def test_pad_to(avss_tree):
     sample = AVSSDataset(avss_tree.root, "val", subsets=("v1m",), image_size=32, pad_to=5)[0]
-    assert sample.frames.shape[0] == 5 and sample.label_present.all()
+    padded = AVSSDataset(avss_tree.root, "val", subsets=("v1m",), image_size=32)[0]
+    assert sample.frames.shape[0] == 5 and sample.label_present.all() and sample.frame_present.all()
+    for name in ("frames", "log_mel", "semantic"):  # the same 5 real slots, without the padding
+        assert torch.equal(getattr(sample, name), getattr(padded, name)[:5]), name
     with pytest.raises(ValueError, match="pad_to"):
         AVSSDataset(avss_tree.root, "val", subsets=("v1m", "v2"), pad_to=5)
     with pytest.raises(UserError, match="subset"):

@@ -21,12 +21,15 @@ class Interrupted(Exception):
 
 
 def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_one(ms3_root, tmp_path, qsd_config):
-    # 6 train clips, 2 per batch: 3 steps per epoch, 6 steps = 2 epochs, evaluated after each.
+    # 6 train clips, 2 per batch: 3 steps per epoch, 9 steps = 3 epochs, evaluated after each; the
+    # learning rate drops x0.1 after epoch 2, that is AFTER the resume: a resumed run that does not
+    # restore the schedule's position drops it one epoch late and ends elsewhere.
     # Dropout, flips and CAVP pairing draw random numbers: RNG states and data order must be restored.
-    extra = ("data.batch_size=2", "train.max_steps=6", "train.checkpoint_every_steps=4", "model.dropout=0.1",
-             "data.horizontal_flip=true", "train.contrastive_share=0.5", "train.eval_every=1")
+    extra = ("data.batch_size=2", "train.max_steps=9", "train.checkpoint_every_steps=4", "model.dropout=0.1",
+             "data.horizontal_flip=true", "train.contrastive_share=0.5", "train.eval_every=1",
+             "train.lr_drop_epochs=[2]", "train.lr_drop_factor=0.1", "train.lr=1e-3")
     full = train(qsd_config(ms3_root, tmp_path / "full", *extra))
-    assert full["steps"] == 6 and full["epochs"] == 2
+    assert full["steps"] == 9 and full["epochs"] == 3
 
     def stop_after_5(step):  # killed after step 5: last.pt is from step 4 (mid-epoch 1)
         if step == 5:
@@ -39,23 +42,28 @@ def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_one(ms3_root, 
     with pytest.raises(Exception, match="--resume auto"):  # a fresh start never overwrites a run
         train(qsd_config(ms3_root, tmp_path / "cut", *extra))
     resumed = train(qsd_config(ms3_root, tmp_path / "cut", *extra), resume="auto")
-    assert resumed["steps"] == 6 and resumed["best_step"] == full["best_step"]
+    assert resumed["steps"] == 9 and resumed["best_step"] == full["best_step"]
 
     a = load_checkpoint(tmp_path / "full" / "last.pt")["model"]
     b = load_checkpoint(tmp_path / "cut" / "last.pt")["model"]
     assert a.keys() == b.keys()
     for key in a:
         assert torch.allclose(a[key].float(), b[key].float(), rtol=0, atol=1e-6), key
-    # the first step after the resume saw the same losses as in the uninterrupted run
-    losses = {}
-    for run in ("full", "cut"):
-        records = [r for r in read_log(tmp_path / run / "log.jsonl") if r["event"] == "train"]
-        losses[run] = {r["step"]: r["loss_total"] for r in records}
-    assert losses["cut"][5] == pytest.approx(losses["full"][5], abs=1e-6)
-    assert losses["cut"][6] == pytest.approx(losses["full"][6], abs=1e-6)
+    # every step after the resume saw the same losses and learning rates as the uninterrupted run
     # step 5 ran before the interruption and again after the resume: the log holds it once
     steps = [r["step"] for r in read_log(tmp_path / "cut" / "log.jsonl") if r["event"] == "train"]
-    assert steps == [1, 2, 3, 4, 5, 6]
+    assert steps == sorted(set(steps)) and steps[-1] == 9
+    records = {}
+    for run in ("full", "cut"):
+        records[run] = {r["step"]: r for r in read_log(tmp_path / run / "log.jsonl") if r["event"] == "train"}
+    lr_keys = [k for k in records["full"][1] if k.startswith("lr_")]
+    assert lr_keys
+    for step in range(5, 10):
+        assert records["cut"][step]["loss_total"] == pytest.approx(records["full"][step]["loss_total"], abs=1e-6)
+        for key in lr_keys:  # steps 1-6 at the base rate, 7-9 at a tenth of it
+            factor = 0.1 if step >= 7 else 1.0
+            assert records["cut"][step][key] == pytest.approx(records["full"][1][key] * factor, rel=1e-9), (step, key)
+            assert records["full"][step][key] == pytest.approx(records["full"][1][key] * factor, rel=1e-9), (step, key)
 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(ms3_root, tmp_path, tpavi_config,

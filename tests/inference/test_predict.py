@@ -255,3 +255,43 @@ def test_lazy_export_does_not_import_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "Predictor"
+
+
+def _tone_seconds(frequencies, rate=16000):
+    t = np.arange(rate) / rate
+    return np.concatenate([0.3 * np.sin(2 * np.pi * f * t) for f in frequencies]).astype(np.float32)
+
+
+def _loudest_band(log_mel):
+    return np.asarray(log_mel).mean(axis=-2).argmax(axis=-1)
+
+
+@pytest.mark.parametrize("times", [None, [4.0, 1.0, 2.0]], ids=["default-times", "given-times"])
+def test_predict_clip_gives_each_frame_its_own_image_and_second(predictor, monkeypatch, times):
+    """Frames that all differ and a wav whose every second is its own tone: the model must get
+    frame k's image and the second starting at frame k's time (0, 1, 2, ... by default)."""
+    from avseg.audio import vggish_log_mel
+    from avseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    frequencies = (300.0, 700.0, 1300.0, 2200.0, 3500.0)
+    band = [int(_loudest_band(vggish_log_mel(_tone_seconds([f]), 16000, num_examples=1))[0]) for f in frequencies]
+    assert len(set(band)) == len(frequencies)
+    frames = np.random.default_rng(3).integers(0, 256, (3, 40, 56, 3), dtype=np.uint8)
+    seen = {}
+
+    def spy(module, args, kwargs):
+        seen.update(kwargs)
+
+    handle = predictor.model.register_forward_pre_hook(spy, with_kwargs=True)
+    try:
+        results = predictor.predict_clip(frames, _tone_seconds(frequencies), 16000, times=times)
+    finally:
+        handle.remove()
+    expected_times = [0.0, 1.0, 2.0] if times is None else times
+    assert [r["time"] for r in results] == expected_times
+    assert _loudest_band(seen["log_mel"][0].numpy()).tolist() == [band[int(t)] for t in expected_times]
+    size = predictor.image_size
+    for k, rgb in enumerate(frames):
+        image = np.asarray(Image.fromarray(rgb).resize((size, size), Image.Resampling.BILINEAR), np.float32)
+        expected = (image / 255 - np.array(IMAGENET_MEAN)) / np.array(IMAGENET_STD)
+        assert np.allclose(seen["frames"][0, k].permute(1, 2, 0).numpy(), expected, atol=1e-5), k

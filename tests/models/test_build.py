@@ -47,14 +47,37 @@ def test_pvtb5_configs_carry_the_official_settings(task, epochs, avm):
     assert (t.epochs, t.lr, t.weight_decay, t.lr_drop_epochs, config.data.batch_size) == (epochs, 1e-4, 0.0, [], 4)
 
 
+def _chirp(samples: int, rate: int = 16000):
+    import numpy as np
+
+    t = np.arange(samples) / rate
+    return (0.5 * np.sin(2 * np.pi * (200 + 1500 * t) * t)).astype(np.float32)
+
+
 @pytest.mark.parametrize("path", CONFIGS)
-def test_shipped_config_builds_and_runs(path):
+def test_shipped_config_builds_runs_and_listens(path):
     config = load_config(path, SMALL)
     torch.manual_seed(0)
     model = build_model(config).eval()
     frames = 2
+    inputs = random_inputs(config, batch=1, frames=frames)
+    other_audio = {**inputs, "log_mel": torch.randn_like(inputs["log_mel"]) * 3}
+    if "waveform" in inputs:
+        other_audio["waveform"] = torch.from_numpy(_chirp(inputs["waveform"].shape[1]))[None]
     with torch.no_grad():
-        out = model(**random_inputs(config, batch=1, frames=frames))
+        out = model(**inputs)
+        # zero-initialised residual gates (TPAVI's, the non-local blocks') hide the audio path at
+        # initialisation: perturb every weight, then other audio must give other masks
+        for p in model.parameters():
+            p.add_(torch.randn_like(p) * 0.05)
+        listened = model(**inputs)
+        heard = model(**other_audio)
+    main = "semantic_logits" if isinstance(model, TPAVI) else "pred_masks"
+    assert torch.isfinite(out[main]).all() and torch.isfinite(heard[main]).all()
+    # the output listens. Quantized models are left out: at random init every token snaps to the
+    # same codeword whatever the audio (test_qsd_model.py checks their audio path part by part)
+    if getattr(getattr(model, "baseline", model), "quantizer", None) is None:
+        assert (listened[main] - heard[main]).abs().max() > 1e-4
     if isinstance(model, TPAVI):
         channels = 1 if config.model.num_classes == 1 else config.model.num_classes + 1
         assert out["semantic_logits"].shape == (frames, channels, 64, 64)

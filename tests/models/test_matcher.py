@@ -32,11 +32,11 @@ def _target(n: int, size: int = 16, seed: int = 0) -> dict:
     return {"labels": labels, "masks": masks}
 
 
-def _pair_cost(matcher, logits, mask, box, label, tgt_mask, tgt_box):
-    """The cost of one prediction / target pair written out directly."""
+def _pair_cost(matcher, logits, mask, box, label, tgt_mask, tgt_box, w=(2, 2, 5, 5, 2), alpha=0.25, gamma=2.0):
+    """The cost of one prediction / target pair written out directly; w: class, mask, dice, L1, GIoU."""
     prob = logits.sigmoid()[label - 1]
-    pos = 0.25 * (1 - prob) ** 2 * -torch.log(prob + 1e-8)
-    neg = 0.75 * prob**2 * -torch.log(1 - prob + 1e-8)
+    pos = alpha * (1 - prob) ** gamma * -torch.log(prob + 1e-8)
+    neg = (1 - alpha) * prob**gamma * -torch.log(1 - prob + 1e-8)
     small = F.interpolate(tgt_mask[None, None].float(), size=mask.shape, mode="area")[0, 0]
     bce = F.binary_cross_entropy_with_logits(mask, small)
     p = mask.sigmoid()
@@ -45,7 +45,7 @@ def _pair_cost(matcher, logits, mask, box, label, tgt_mask, tgt_box):
     giou = generalized_box_iou(
         box_convert(box[None], "cxcywh", "xyxy"), box_convert(tgt_box[None], "cxcywh", "xyxy")
     )[0, 0]
-    return 2 * (pos - neg) + 2 * bce + 5 * dice + 5 * l1 - 2 * giou
+    return w[0] * (pos - neg) + w[1] * bce + w[2] * dice + w[3] * l1 - w[4] * giou
 
 
 def test_cost_matrix_matches_pairwise_definition():
@@ -119,8 +119,16 @@ def test_costs_are_fp32_under_bf16_autocast():
 def test_matcher_without_boxes_and_label_check():
     outputs = _outputs(1)
     del outputs["pred_boxes"]
-    rows, cols = HungarianMatcher()(outputs, [_target(2)])[0]
-    assert len(rows) == 2
+    target = _target(2)
+    rows, cols = HungarianMatcher()(outputs, [target])[0]
+    # without boxes the cost is class + mask + dice only: the pair costs with zero box weights
+    cost = torch.tensor([[float(_pair_cost(None, outputs["pred_logits"][0, k], outputs["pred_masks"][0, k],
+                                           torch.full((4,), 0.5), int(target["labels"][n]), target["masks"][n],
+                                           torch.full((4,), 0.5), w=(2, 2, 5, 0, 0)))
+                          for n in range(2)] for k in range(4)])
+    best = min(float(cost[a, 0] + cost[b, 1]) for a, b in itertools.permutations(range(4), 2))
+    assert sorted(cols.tolist()) == [0, 1]
+    assert float(cost[rows, cols].sum()) == pytest.approx(best, abs=1e-4)
     bad = _target(1)
     bad["labels"] = torch.tensor([0])
     with pytest.raises(ValueError, match="1..3"):
@@ -155,3 +163,33 @@ def test_slot_order_prior_breaks_ties_towards_low_slots_and_defaults_off():
     outputs["pred_boxes"][0, 4] = boxes_from_masks(target["masks"])[0]
     rows, cols = HungarianMatcher(cost_slot=0.5)(outputs, [target])[0]
     assert dict(zip(cols.tolist(), rows.tolist()))[0] == 4
+
+
+def test_each_config_key_sets_its_own_matching_cost_and_loss_weight():
+    """loss.cls / mask / dice / bbox / giou / focal_* (all different) reach the matcher's cost
+    and the criterion's total through the right key."""
+    from avseg.config import load_config
+    from avseg.models.build import build_criterion
+
+    weights = {"cls": 1.5, "mask": 3.0, "dice": 7.0, "bbox": 0.5, "giou": 4.0}
+    overrides = [f"loss.{k}={v}" for k, v in weights.items()]
+    config = load_config("configs/cpu/qsd_r18_synth_avss.yaml",
+                         [*overrides, "loss.focal_alpha=0.4", "loss.focal_gamma=1.0", "loss.audio_tagging=0",
+                          "model.tag_gating=false", "model.num_classes=3", "loss.lambda_vq=0.7", "loss.beta=0.3"])
+    criterion = build_criterion(config)
+    outputs, target = _outputs(1), _target(3)
+    cost = criterion.matcher.cost_matrix(
+        outputs["pred_logits"][0], outputs["pred_masks"][0], outputs["pred_boxes"][0], target
+    )
+    boxes = boxes_from_masks(target["masks"])
+    for k, n in itertools.product(range(4), range(3)):
+        expected = _pair_cost(
+            None, outputs["pred_logits"][0, k], outputs["pred_masks"][0, k], outputs["pred_boxes"][0, k],
+            int(target["labels"][n]), target["masks"][n], boxes[n], w=tuple(weights.values()), alpha=0.4, gamma=1.0,
+        )
+        assert torch.allclose(cost[k, n], expected, atol=1e-4), (k, n)
+    vq = {"codebook_loss": torch.tensor(1.0), "commitment_loss": torch.tensor(2.0)}
+    losses = criterion({**outputs, "vq": vq}, [target])
+    names = {"cls": "loss_ce", "mask": "loss_mask", "dice": "loss_dice", "bbox": "loss_bbox", "giou": "loss_giou"}
+    total = sum(w * losses[names[k]] for k, w in weights.items()) + 0.7 * (1.0 + 0.3 * 2.0)
+    assert float(losses["loss_total"]) == pytest.approx(float(total), rel=1e-5)

@@ -56,3 +56,18 @@ def test_merge_resizes_to_the_requested_size():
     merged = merge_masks(logits, masks, binary=False, size=(8, 12))
     assert merged.shape == (1, 8, 12)
     assert merged[0, 0, 0] == 2 and merged[0, 0, 11] == 3 and merged[0, 7, 0] == 0
+
+
+def test_probability_to_logit_inverts_the_sigmoid_and_clamps():
+    from avseg.models.postprocess import probability_to_logit
+
+    p = torch.tensor([0.1, 0.5, 0.73, 0.999], dtype=torch.float64)
+    expected = torch.log(p / (1 - p)).float()
+    assert torch.allclose(probability_to_logit(p), expected, atol=1e-5)
+    assert probability_to_logit(p).dtype == torch.float32
+    edges = probability_to_logit(torch.tensor([0.0, 1.0]))
+    low, high = torch.tensor([1e-6, 1 - 1e-6], dtype=torch.float32).double()  # the clamp bounds in float32
+    bounds = torch.stack([torch.log(low / (1 - low)), torch.log(high / (1 - high))]).float()
+    assert torch.allclose(edges, bounds, rtol=1e-4)  # finite: clamped to [1e-6, 1 - 1e-6]
+    wider = probability_to_logit(torch.tensor([0.0, 1.0]), eps=1e-2)
+    assert torch.allclose(wider, torch.tensor([-4.59512, 4.59512]), atol=1e-4)  # log(0.99 / 0.01)

@@ -1,5 +1,6 @@
 """The composed QSD model: every trainable parameter learns; only global tokens move the codebook."""
 
+import pytest
 import torch
 
 from avseg.config import load_config
@@ -202,3 +203,78 @@ def test_tag_gating_needs_the_tagging_loss():
 
     with pytest.raises(UserError, match="tag_gating"):
         build("model.tag_gating=true", "loss.audio_tagging=0")
+
+
+def _nearest_codewords(tokens, codebook):
+    """Brute force: each token `[n, C]` -> its nearest codeword `[n, C]`."""
+    distances = ((tokens[:, None, :] - codebook[None]) ** 2).sum(-1)
+    return codebook[distances.argmin(dim=1)]
+
+
+def _run_with_taps(model, frames, log_mel, present):
+    """Forward pass keeping the global ASD's tokens, the local ASD's tokens and the decoder's queries."""
+    taps = {}
+    hooks = [model.global_asd.register_forward_hook(lambda m, a, out: taps.__setitem__("global", out)),
+             model.local_asd.register_forward_hook(lambda m, a, out: taps.__setitem__("local", out)),
+             model.mask_decoder.register_forward_pre_hook(lambda m, args: taps.__setitem__("queries", args[0]))]
+    try:
+        out = model(frames, log_mel, present)
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return out, taps
+
+
+def test_local_calibration_makes_the_quantized_local_tokens_the_queries():
+    """Row 6: the decoder's queries are each frame's local tokens snapped to the shared codebook
+    (Eq. 6), not the global tokens; padded slots keep their unquantized local tokens."""
+    model = build().eval()
+    frames, log_mel, present = inputs()
+    with torch.no_grad():
+        out, taps = _run_with_taps(model, frames, log_mel, present)
+    codebook = model.quantizer.codebook.detach()
+    local, queries, flat_present = taps["local"], taps["queries"], present.flatten()
+    expected = _nearest_codewords(local[flat_present].flatten(0, 1), codebook).view_as(local[flat_present])
+    assert torch.allclose(queries[flat_present], expected, atol=1e-5)
+    assert torch.allclose(queries[~flat_present], local[~flat_present])
+    global_queries = _nearest_codewords(taps["global"].flatten(0, 1), codebook).view_as(taps["global"])
+    assert not torch.allclose(queries[:3], global_queries[0].expand(3, -1, -1), atol=1e-3)
+    # the local ASD decides the output: changing its weights changes the masks
+    with torch.no_grad():
+        for p in model.local_asd.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+        changed = model(frames, log_mel, present)
+    assert (changed["pred_masks"] - out["pred_masks"]).abs().max() > 1e-3
+
+
+def test_vq_losses_are_the_distances_to_the_chosen_codewords():
+    """commitment = mean ||S - sg[E_sel]||^2 of the global tokens, local commitment the same for
+    the real frames' local tokens, codebook loss = the same distance (Eq. 9), all non-zero."""
+    model = build().train()
+    frames, log_mel, present = inputs()
+    out, taps = _run_with_taps(model, frames, log_mel, present)
+    codebook = model.quantizer.codebook.detach()
+    tokens = taps["global"].detach().flatten(0, 1)
+    global_distance = ((tokens - _nearest_codewords(tokens, codebook)) ** 2).mean()
+    local = taps["local"].detach()[present.flatten()].flatten(0, 1)
+    local_distance = ((local - _nearest_codewords(local, codebook)) ** 2).mean()
+    vq = out["vq"]
+    assert float(global_distance) > 1e-3 and float(local_distance) > 1e-3
+    assert float(vq["commitment_loss"].detach()) == pytest.approx(float(global_distance), rel=1e-5)
+    assert float(vq["codebook_loss"].detach()) == pytest.approx(float(global_distance), rel=1e-5)
+    assert float(vq["local_commitment_loss"].detach()) == pytest.approx(float(local_distance), rel=1e-5)
+    # the global commitment term pulls the global ASD towards the codebook
+    vq["commitment_loss"].backward()
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in model.global_asd.parameters())
+
+
+@pytest.mark.parametrize("part", ["global_asd", "recombination", "fusion"])
+def test_each_part_of_the_full_model_changes_the_output(part):
+    model = build().eval()
+    frames, log_mel, present = inputs()
+    with torch.no_grad():
+        before = model(frames, log_mel, present)["pred_masks"]
+        for p in getattr(model, part).parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+        after = model(frames, log_mel, present)["pred_masks"]
+    assert (after - before).abs().max() > 1e-3

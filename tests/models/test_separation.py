@@ -41,6 +41,8 @@ def test_plug_in_separator_by_import_path_only_when_allowed():
     separator = build_separator("tests_plugin_separator:factory", 2, allow_import=True)
     assert separator(np.ones(10)).shape == (2, 10)
     assert isinstance(build_separator("nmf", 3), NMFSeparator)
+    wave = np.linspace(-1, 1, 10, dtype=np.float32)
+    assert np.array_equal(separator(wave), np.stack([wave / 2, wave / 2]))  # the plug-in's own output
     with pytest.raises(UserError, match="nmf"):
         build_separator("nonsense", 2)
     with pytest.raises(UserError, match="cannot import"):
@@ -62,5 +64,14 @@ def test_candidates_of_all_sources_are_pooled():
     out = model(torch.zeros(1, 2, 3, 8, 8), torch.zeros(1, 2, 96, 64), waveform=torch.from_numpy(low + high)[None])
     assert out["pred_logits"].shape == (2, 6, 1) and out["pred_masks"].shape == (2, 6, 4, 4)
     assert out["aux_outputs"][0]["pred_boxes"].shape == (2, 6, 4)
+    # candidates 0-2 come from source 1's log-mel, 3-5 from source 2's (FakeBaseline outputs its mean)
+    from avseg.audio import vggish_log_mel
+
+    levels = [float(vggish_log_mel(s, 16000, num_examples=2).mean()) for s in NMFSeparator(num_sources=2)(low + high)]
+    assert abs(levels[0] - levels[1]) > 0.1
+    for k, level in enumerate(levels):
+        for key in ("pred_logits", "pred_masks"):
+            assert torch.allclose(out[key][:, 3 * k : 3 * k + 3], torch.tensor(level), atol=1e-4)
+            assert torch.allclose(out["aux_outputs"][0][key][:, 3 * k : 3 * k + 3], torch.tensor(level), atol=1e-4)
     with pytest.raises(UserError, match="waveform"):
         model(torch.zeros(1, 2, 3, 8, 8), torch.zeros(1, 2, 96, 64))
