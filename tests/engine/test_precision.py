@@ -131,7 +131,7 @@ def test_train_and_eval_accept_amp_and_compile(monkeypatch, ms3_root, qsd_config
 
     seen = {}
 
-    def fake_train(config, resume=None):
+    def fake_train(config, resume=None, **_options):
         seen["config"] = config
         return {"steps": 0, "epochs": 0, "output_dir": str(tmp_path), "best_metric": None}
 
