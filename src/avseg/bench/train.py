@@ -205,7 +205,7 @@ def measure_train(config_path: str, *, device: str = "cpu", steps: int = 10, war
         dataset=config.data.dataset, device=str(torch_device), batch_size=batch_size, frames=frames,
         labelled_frames=labelled, image_size=config.data.image_size,
         amp=amp, compile="on" if compile else "off", steps=steps,
-        ms_per_step=round(median, 2), clips_per_s=round(batch_size * 1000 / median, 3),
+        ms_per_step=round(median, 2), clips_per_s=float(f"{batch_size * 1000 / median:.4g}"),  # 4 digits: slow steps keep theirs
         peak_mem_mb=round(peak_memory_mb(torch_device), 1), train_clips=None, epochs=t.epochs,
         epoch_s=None, schedule_s=None,
     )
