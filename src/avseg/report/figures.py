@@ -15,7 +15,7 @@ import numpy as np  # noqa: E402
 from avseg.data.palette import voc_palette  # noqa: E402
 
 
-def _png(figure) -> bytes:
+def png_bytes(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
@@ -48,7 +48,7 @@ def training_curves(records: list[dict], main_metric: str) -> bytes | None:
     right.plot([r["step"] for r in evals], [r[main_metric] for r in evals], marker="o", color="tab:green")
     right.set(xlabel="step", ylabel=main_metric, title=f"validation {main_metric}")
     right.grid(alpha=0.3)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def colour_ids(ids: np.ndarray) -> np.ndarray:
@@ -71,7 +71,7 @@ def overlay_grid(rows: list[tuple[str, np.ndarray, np.ndarray, np.ndarray]]) -> 
             axis.set_xticks([])
             axis.set_yticks([])
             axis.set_title(f"{label}" if label != "input" else title, fontsize=8)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def bar_chart(names: list[str], values: list[float], title: str, xlabel: str) -> bytes | None:
@@ -83,7 +83,7 @@ def bar_chart(names: list[str], values: list[float], title: str, xlabel: str) ->
     axis.invert_yaxis()
     axis.set(xlabel=xlabel, title=title, xlim=(0, max(1.0, max(values) if values else 1.0)))
     axis.grid(axis="x", alpha=0.3)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def confusion_figure(confusion: np.ndarray, names: list[str]) -> bytes:
@@ -97,7 +97,7 @@ def confusion_figure(confusion: np.ndarray, names: list[str]) -> bytes:
     axis.set_yticks(range(len(names)), names, fontsize=7)
     axis.set(xlabel="predicted", ylabel="ground truth", title="pixel confusion (row-normalised)")
     figure.colorbar(image, fraction=0.046)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def codebook_figure(global_counts: np.ndarray, local_counts: np.ndarray) -> bytes:
@@ -107,4 +107,4 @@ def codebook_figure(global_counts: np.ndarray, local_counts: np.ndarray) -> byte
     axis.bar(codes + 0.2, local_counts, width=0.4, label="local tokens")
     axis.set(xlabel="codeword", ylabel="uses on the test split", title="codebook usage")
     axis.legend()
-    return _png(figure)
+    return png_bytes(figure)

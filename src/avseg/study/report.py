@@ -4,28 +4,17 @@ from __future__ import annotations
 
 import base64
 import html
-import io
 import json
 from pathlib import Path
 
 import numpy as np
 
+from avseg.report.figures import png_bytes
 from avseg.study.spec import StudySpec
 
 
-def _png(figure) -> bytes:
-    import matplotlib.pyplot as plt
-
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
-
-
 def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg")
+    """matplotlib.pyplot on the Agg backend (set by avseg.report.figures)."""
     import matplotlib.pyplot as plt
 
     return plt
@@ -50,7 +39,7 @@ def bars(results: dict) -> bytes | None:
     axis.set(ylabel="test mIoU", title="Rows: mean ± std over seeds (dots: seeds)")
     axis.legend(fontsize=8)
     axis.grid(axis="y", alpha=0.3)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def snr_curves(results: dict) -> bytes | None:
@@ -70,7 +59,7 @@ def snr_curves(results: dict) -> bytes | None:
     axis.set(xlabel="test SNR (dB)", ylabel="test mIoU", title="Noise robustness (mean ± std)")
     axis.legend(fontsize=8)
     axis.grid(alpha=0.3)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def curves(out: Path, spec: StudySpec) -> bytes | None:
@@ -101,7 +90,7 @@ def curves(out: Path, spec: StudySpec) -> bytes | None:
     for axis in (left, right):
         axis.grid(alpha=0.3)
     left.legend(fontsize=7)
-    return _png(figure)
+    return png_bytes(figure)
 
 
 def tsne_images(out: Path, spec: StudySpec) -> list[tuple[str, bytes]]:

@@ -15,8 +15,6 @@ tokens in 2-D, single-source clips coloured by class, multi-source clips as grey
 
 from __future__ import annotations
 
-import io
-
 import numpy as np
 
 
@@ -46,11 +44,10 @@ def decomposition_ratio(tokens: np.ndarray, meta: list[tuple[str, list[int], boo
 
 def tsne_png(tokens: np.ndarray, meta: list[tuple[str, list[int], bool]], title: str, seed: int = 0) -> bytes | None:
     """A t-SNE scatter of every token: single-source tokens coloured by class, multi-source grey."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from sklearn.manifold import TSNE
+
+    from avseg.report.figures import png_bytes  # sets matplotlib's Agg backend before pyplot is imported
+    import matplotlib.pyplot as plt  # noqa: E402
 
     flat = tokens.reshape(-1, tokens.shape[-1])
     if flat.shape[0] < 5:
@@ -71,7 +68,4 @@ def tsne_png(tokens: np.ndarray, meta: list[tuple[str, list[int], bool]], title:
     handles.append(plt.Line2D([], [], marker="x", linestyle="", color="0.55", label="multi-source"))
     axis.legend(handles=handles, fontsize=7, loc="best")
     axis.set(title=title, xticks=[], yticks=[])
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
-    plt.close(figure)
-    return buffer.getvalue()
+    return png_bytes(figure)
