@@ -100,6 +100,11 @@ class ModelConfig:
     codebook_from_local: bool = False
     codebook_warmup_steps: int = 0
     audio_memory: str = "embedding"
+    # Diagnosis of row 6 (docs/study.md): the frame's fused audio F_av[t] added to the quantized
+    # local tokens, as rows 3-5 add it to their global tokens; the local ASD also reads the clip's
+    # (quantized) global tokens, not only frame t.
+    local_query_audio: bool = False
+    local_reads_global: bool = False
     tag_gating: bool = False
     encoder_layers: int = 4
     asd_layers: int = 3

@@ -278,3 +278,42 @@ def test_each_part_of_the_full_model_changes_the_output(part):
             p.add_(torch.randn_like(p) * 0.5)
         after = model(frames, log_mel, present)["pred_masks"]
     assert (after - before).abs().max() > 1e-3
+
+
+def test_local_query_audio_adds_the_frames_fused_audio_to_the_quantized_local_tokens():
+    """Extras (row-6 diagnosis): queries = q(L_t) + F_av[t], the same F_av[t] as rows 3-5 add."""
+    model = build("model.local_query_audio=true").eval()
+    frames, log_mel, present = inputs()
+    fused = {}
+    model.fusion.register_forward_hook(lambda m, a, out: fused.__setitem__("f", out))
+    with torch.no_grad():
+        _, taps = _run_with_taps(model, frames, log_mel, present)
+    codebook = model.quantizer.codebook.detach()
+    local, queries, flat_present = taps["local"], taps["queries"], present.flatten()
+    frame_audio = fused["f"].flatten(0, 1).unsqueeze(1)
+    expected = _nearest_codewords(local[flat_present].flatten(0, 1), codebook).view_as(local[flat_present])
+    assert torch.allclose(queries[flat_present], expected + frame_audio[flat_present], atol=1e-5)
+
+
+def test_local_reads_global_puts_the_clips_global_tokens_in_each_frames_memory():
+    model = build("model.local_reads_global=true").eval()
+    frames, log_mel, present = inputs()
+    seen = {}
+    model.local_asd.register_forward_hook(lambda m, a, out: seen.__setitem__("memory", a[0]))
+    with torch.no_grad():
+        _, taps = _run_with_taps(model, frames, log_mel, present)
+    memory = seen["memory"]
+    assert memory.shape == (6, 1 + 5, 32)  # F_av[t] and the clip's K = 5 global tokens
+    global_q = _nearest_codewords(taps["global"].flatten(0, 1), model.quantizer.codebook.detach()).view(2, 5, 32)
+    assert torch.allclose(memory[:3, 1:], global_q[0].expand(3, -1, -1), atol=1e-5)  # clip 0's frames
+    assert torch.allclose(memory[3:, 1:], global_q[1].expand(3, -1, -1), atol=1e-5)
+
+
+def test_row6_diagnosis_options_need_local_calibration():
+    from avseg.errors import UserError
+
+    for option in ("local_query_audio", "local_reads_global"):
+        with pytest.raises(UserError, match=f"model.{option} changes the local ASD"):
+            build(f"model.{option}=true", "model.local_calibration=false")
+    with pytest.raises(UserError, match="choose one"):
+        build("model.local_reads_global=true", "model.codebook_from_local=true")

@@ -67,7 +67,8 @@ def qsd_extras(config: Config) -> QSDExtras:
     m = config.model
     extras = QSDExtras(audio_tagging_classes=m.num_classes if config.loss.audio_tagging > 0 else 0,
                        tag_gating=m.tag_gating, codebook_from_local=m.codebook_from_local,
-                       codebook_warmup_steps=m.codebook_warmup_steps, audio_memory=m.audio_memory)
+                       codebook_warmup_steps=m.codebook_warmup_steps, audio_memory=m.audio_memory,
+                       local_query_audio=m.local_query_audio, local_reads_global=m.local_reads_global)
     try:
         extras.check(local_calibration=m.local_calibration)
     except ValueError as err:

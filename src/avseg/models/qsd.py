@@ -203,7 +203,11 @@ class QSD(nn.Module):
             maps = self.recombination(maps, tokens)
         if not self.switches.local_calibration:
             return tokens.repeat_interleave(fused.shape[1], dim=0) + frame_audio, vq, maps  # [B*T, K, C]
+        if self.extras.local_reads_global:  # extras: frame t's memory also holds the clip's K global tokens
+            local_memory = torch.cat([local_memory, tokens.repeat_interleave(fused.shape[1], dim=0)], dim=1)
         queries, local_vq = local if local is not None else self.local_tokens(local_memory, frame_present)
+        if self.extras.local_query_audio:  # extras: the frame's audio joins the queries, as in rows 3-5
+            queries = queries + frame_audio
         return queries, {**vq, **local_vq}, maps
 
     def global_tokens(self, fused: Tensor, frame_present: Tensor) -> tuple[Tensor, dict]:

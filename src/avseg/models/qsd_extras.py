@@ -13,6 +13,10 @@ place that says which combinations make sense. The paper's model is `QSDExtras()
   training steps, quantization after.
 - `audio_memory` (`model.audio_memory`): "time_frequency" lets the local ASD also read the audio
   encoder's 6 x 4 time-frequency cells of each second, not only its one embedding.
+- `local_query_audio` (`model.local_query_audio`): row 6's queries are the quantized local tokens
+  plus the frame's fused audio F_av[t], as rows 3-5's are their global tokens plus F_av[t].
+- `local_reads_global` (`model.local_reads_global`): the local ASD's memory of frame t also holds
+  the clip's K global tokens (quantized when quantizing), not only F_av[t].
 """
 
 from __future__ import annotations
@@ -34,6 +38,8 @@ class QSDExtras:
     codebook_from_local: bool = False
     codebook_warmup_steps: int = 0
     audio_memory: str = "embedding"
+    local_query_audio: bool = False
+    local_reads_global: bool = False
 
     def check(self, *, local_calibration: bool) -> None:
         """ValueError naming the config option when a combination cannot work."""
@@ -48,6 +54,13 @@ class QSDExtras:
         if self.codebook_from_local and not local_calibration:
             raise ValueError("model.codebook_from_local needs local tokens: set model.local_calibration=true "
                              "(with model.decomposition=quantized)")
+        for name in ("local_query_audio", "local_reads_global"):
+            if getattr(self, name) and not local_calibration:
+                raise ValueError(f"model.{name} changes the local ASD: set model.local_calibration=true "
+                                 "(with model.decomposition=quantized)")
+        if self.local_reads_global and self.codebook_from_local:
+            raise ValueError("model.local_reads_global needs the global tokens before the local ones, "
+                             "model.codebook_from_local the local ones first: choose one")
         if self.codebook_warmup_steps < 0:
             raise ValueError(f"model.codebook_warmup_steps must be >= 0, got {self.codebook_warmup_steps}")
 
