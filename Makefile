@@ -19,8 +19,12 @@ setup: $(STAMP)
 system-deps:
 	@bash scripts/system-deps.sh
 
+# The suite in parallel (pytest-xdist): one process per core, one thread each (OpenMP threads of
+# several processes on 2 cores only get in each other's way); whole files stay on one worker, so
+# their module fixtures are built once. TEST_WORKERS=0 runs it in one process.
+TEST_WORKERS ?= auto
 test: $(STAMP) system-deps
-	$(BIN)/python -m pytest -q
+	OMP_NUM_THREADS=1 $(BIN)/python -m pytest -q -n $(TEST_WORKERS) --dist loadfile
 
 # Mutation score of the core packages (docs/testing.md); hours on 2 cores, never part of `make test`.
 # One package: make mutation PACKAGES=metrics

@@ -29,7 +29,7 @@ from avseg.audio.logmel import MIN_SAMPLES_PER_EXAMPLE, SAMPLE_RATE, to_mono_16k
 from avseg.config import Config, load_config
 from avseg.data.datasets import is_binary
 from avseg.data.palette import voc_palette
-from avseg.data.transforms import resize_square, to_normalized_tensor
+from avseg.data.transforms import resize_longest_side, resize_square, to_normalized_tensor
 from avseg.errors import UserError
 from avseg.inference.frame_output import OutputRules, frame_output
 from avseg.inference.records import (
@@ -135,6 +135,8 @@ class Predictor:
         # the ONNX graph has a fixed clip length: windows are that long
         self.default_window = model.frames if runtime == "onnx" else DEFAULT_WINDOW
         self.image_size = config.data.image_size
+        # the evaluation resize of the config (`data.resize`): predict sees frames as eval does
+        self.longest_side = config.data.resize == "longest_side"
         self.rules = OutputRules(self.binary, tuple(self.class_names), mask_threshold, score_threshold)
         self.random_init = random_init
         self.checkpoint = str(checkpoint) if checkpoint is not None else None
@@ -191,7 +193,8 @@ class Predictor:
     # the model on prepared windows -------------------------------------------------------------
 
     def _image(self, rgb: np.ndarray) -> Tensor:
-        return to_normalized_tensor(resize_square(Image.fromarray(rgb), self.image_size))
+        resize = resize_longest_side if self.longest_side else resize_square
+        return to_normalized_tensor(resize(Image.fromarray(rgb), self.image_size))
 
     @staticmethod
     def _log_mel(wave: np.ndarray) -> np.ndarray:
@@ -214,7 +217,8 @@ class Predictor:
             inputs["waveform"] = torch.from_numpy(waves).to(self.device)
         outputs = self.model(**inputs)
         steps = frames.shape[1]
-        return [[frame_output(outputs, b * steps + t, item.size, self.rules) for t, item in enumerate(w)]
+        side = self.image_size if self.longest_side else None
+        return [[frame_output(outputs, b * steps + t, item.size, self.rules, side) for t, item in enumerate(w)]
                 for b, w in enumerate(windows)]
 
     # clips in memory ---------------------------------------------------------------------------
