@@ -303,7 +303,7 @@ def test_cli_serves_a_checkpoint_on_localhost(tmp_path, stop):
     finally:
         process.send_signal(stop)
         try:
-            output, _ = process.communicate(timeout=20)
+            output, _ = process.communicate(timeout=60)
         except subprocess.TimeoutExpired:
             process.kill()
             output, _ = process.communicate()

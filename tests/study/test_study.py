@@ -82,3 +82,15 @@ def test_study_runs_resumes_after_a_kill_and_reports_the_runs(tmp_path):
     changed = _study(spec, out, "benchmark.clips=16")
     text, _ = changed.communicate(timeout=300)
     assert changed.returncode == 2 and "another spec (benchmark" in text and "Traceback" not in text
+
+    # the record (--export): small files only; re-aggregates to the same results, and a study
+    # folder made of it resumes without training anything again
+    record = tmp_path / "record"
+    exported, _ = _study(spec, out, "--report-only", "--export", str(record)).communicate(timeout=300)
+    assert "record files copied" in exported, exported[-2000:]
+    assert not list(record.rglob("*.pt")) and not (record / "data").exists()
+    assert (record / "runs" / "6_full" / "seed1" / "measure.json").is_file()
+    resumed, _ = _study(spec, record).communicate(timeout=600)
+    assert "4/4 runs" in resumed and "run 1/4" not in resumed, resumed[-3000:]
+    again = json.loads((record / "results.json").read_text())
+    assert again["rows"] == results["rows"]

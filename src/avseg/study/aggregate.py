@@ -191,3 +191,23 @@ def write_results(spec: StudySpec, out: Path, *, session_seconds: float, machine
     (out / "results.md").write_text(text, encoding="utf-8")
     write_report(results, spec, out, text)
     return results
+
+
+# The record of a study: enough to re-aggregate it (`--report-only`) and, copied back into a study
+# folder, to resume it without redoing its finished runs (their measure.json is the mark).
+RECORD_TOP = ("spec.yaml", "results.json", "results.md", "report.html", "baselines.json")
+RECORD_RUN = ("measure.json", "log.jsonl", "config.yaml", "tokens.npz")
+
+
+def export_record(out: str | Path, dest: str | Path) -> int:
+    """Copy the study's record files (no data, no checkpoints) from `out` to `dest`; returns how many."""
+    import shutil
+
+    out, dest = Path(out), Path(dest)
+    files = [out / name for name in RECORD_TOP if (out / name).is_file()]
+    files += [path for path in sorted((out / "runs").glob("*/seed*/*")) if path.name in RECORD_RUN]
+    for path in files:
+        target = dest / path.relative_to(out)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(path, target)
+    return len(files)

@@ -17,6 +17,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="study folder; the same command resumes a killed study there")
     parser.add_argument("--report-only", action="store_true",
                         help="only re-aggregate the finished runs into results.json / results.md / report.html")
+    parser.add_argument("--export", type=Path, metavar="DIR",
+                        help="after the run (or the report), copy the study's small record files into DIR "
+                             "(what re-aggregates it, and what a copy back into --out resumes from; no checkpoints)")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -29,6 +32,11 @@ def run_cli(args: argparse.Namespace) -> int:
         results = write_results(spec, args.out, session_seconds=0.0, machine=machine())
     else:
         results = run_study(spec, args.out, log=lambda message: print(message, flush=True))
+    if args.export is not None:
+        from avseg.study.aggregate import export_record
+
+        copied = export_record(args.out, args.export)
+        print(f"avseg study: {copied} record files copied to {args.export}")
     print(f"avseg study: {results['runs_finished']}/{results['runs_total']} runs in {args.out} "
           f"({(time.perf_counter() - started) / 60:.1f} min); {args.out / 'results.md'}, {args.out / 'report.html'}")
     return 0
