@@ -1,4 +1,4 @@
-"""Shared fixtures of the engine tests: tiny synthetic sets and small CPU configs.
+"""Shared fixtures of the engine tests: small CPU configs (the tiny MS3 set `ms3_root` is in tests/conftest.py).
 
 Everything runs at 32 px with the CPU configs shrunk further, so that a training step takes about
 a second on two CPU cores.
@@ -9,7 +9,6 @@ from pathlib import Path
 import pytest
 
 from avseg.config import load_config
-from avseg.data.synth import SynthConfig, generate
 
 SIZE = 32
 QSD_SMALL = [f"data.image_size={SIZE}", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64",
@@ -19,14 +18,6 @@ TPAVI_SMALL = [f"data.image_size={SIZE}", "model.tpavi_channels=32"]
 # fast, quiet training: no workers, no eval unless asked, log every step
 TRAIN_FAST = ["data.num_workers=0", "train.log_every=1", "train.eval_every=0", "train.lr_drop_epochs=[]"]
 
-
-@pytest.fixture(scope="session")
-def ms3_root(tmp_path_factory) -> Path:
-    """8 MS3-layout clips at 32 px: 6 train, 1 val, 1 test."""
-    root = tmp_path_factory.mktemp("synth_ms3")
-    generate("ms3", root, SynthConfig(clips=8, image_size=SIZE, num_classes=4, seed=3, split=(0.75, 0.125, 0.125),
-                                      workers=1))
-    return root
 
 
 def _factory(path: str, small: list[str]):

@@ -13,8 +13,8 @@ from avseg.engine.checkpoint import load_checkpoint, tensor_digests
 from avseg.errors import UserError
 
 
-def _eval(checkpoint, data_root, tmp_path, *extra):
-    return avseg("eval", CONFIG, f"data.root={data_root}", "data.num_workers=0", "data.image_size=32",
+def _eval(checkpoint, ms3_root, tmp_path, *extra):
+    return avseg("eval", CONFIG, f"data.root={ms3_root}", "data.num_workers=0", "data.image_size=32",
                  f"output_dir={tmp_path / 'eval'}", "--checkpoint", str(checkpoint), *extra)
 
 
@@ -28,13 +28,13 @@ def _damage(path, tensor: torch.Tensor, fill: bytes) -> None:
     path.write_bytes(raw[:start] + (fill * size)[:size] + raw[start + size:])
 
 
-def test_checkpoint_naming_a_function_imports_and_calls_nothing(run_copy, data_root, tmp_path):
+def test_checkpoint_naming_a_function_imports_and_calls_nothing(run_copy, ms3_root, tmp_path):
     for name in ("os:_exit", "time:sleep"):
         checkpoint = load_checkpoint(run_copy / "last.pt")
         checkpoint["config"]["model"]["separator"] = name
         evil = tmp_path / f"evil_{name.replace(':', '_')}.pt"
         torch.save(checkpoint, evil)  # passes torch.load(weights_only=True)
-        line = assert_one_line_error(_eval(evil, data_root, tmp_path), "eval", str(evil), name, "cannot name code")
+        line = assert_one_line_error(_eval(evil, ms3_root, tmp_path), "eval", str(evil), name, "cannot name code")
         assert "refused" in line
     sys.modules.pop("tests_plugin_separator", None)
     checkpoint["config"]["model"]["separator"] = "tests_plugin_separator:factory"
@@ -45,31 +45,31 @@ def test_checkpoint_naming_a_function_imports_and_calls_nothing(run_copy, data_r
     assert "tests_plugin_separator" not in sys.modules
 
 
-def test_empty_and_truncated_checkpoints_are_one_line(run_copy, data_root, tmp_path):
+def test_empty_and_truncated_checkpoints_are_one_line(run_copy, ms3_root, tmp_path):
     empty = tmp_path / "empty.pt"
     empty.write_bytes(b"")
-    assert_one_line_error(_eval(empty, data_root, tmp_path), "eval", str(empty), "empty file")
+    assert_one_line_error(_eval(empty, ms3_root, tmp_path), "eval", str(empty), "empty file")
     cut = tmp_path / "cut.pt"
     cut.write_bytes((run_copy / "last.pt").read_bytes()[:100_000])
-    assert_one_line_error(_eval(cut, data_root, tmp_path), "eval", str(cut), "not a readable avseg checkpoint")
+    assert_one_line_error(_eval(cut, ms3_root, tmp_path), "eval", str(cut), "not a readable avseg checkpoint")
 
 
-def test_damaged_weights_are_named_on_load(run_copy, data_root, tmp_path):
+def test_damaged_weights_are_named_on_load(run_copy, ms3_root, tmp_path):
     path = run_copy / "last.pt"
     weights = load_checkpoint(path)["model"]
     name = "backbone.body.layer3.0.conv1.weight" if "backbone.body.layer3.0.conv1.weight" in weights else max(
         weights, key=lambda k: weights[k].numel())
     _damage(path, weights[name], b"\xff")
-    line = assert_one_line_error(_eval(path, data_root, tmp_path), "eval", str(path), f"'model.{name}'", "damaged")
+    line = assert_one_line_error(_eval(path, ms3_root, tmp_path), "eval", str(path), f"'model.{name}'", "damaged")
     assert "SHA-256" in line
 
 
-def test_damaged_optimizer_state_stops_the_resume(run_copy, data_root, tmp_path):
+def test_damaged_optimizer_state_stops_the_resume(run_copy, ms3_root, tmp_path):
     path = run_copy / "last.pt"
     state = load_checkpoint(path)["optimizer"]["state"]
     index, key = next((i, k) for i, s in state.items() for k, v in s.items() if k == "exp_avg" and v.numel() >= 1024)
     _damage(path, state[index][key], b"\x00\x00\x80\x3f")  # 1.0f: finite, so only the digest can tell
-    result = avseg("train", CONFIG, f"data.root={data_root}", f"output_dir={run_copy}", *SMALL, "train.max_steps=2",
+    result = avseg("train", CONFIG, f"data.root={ms3_root}", f"output_dir={run_copy}", *SMALL, "train.max_steps=2",
                    "--resume", "auto")
     assert_one_line_error(result, "train", str(path), f"'optimizer.state.{index}.{key}'", "damaged")
 

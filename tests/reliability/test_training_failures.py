@@ -17,10 +17,10 @@ DAMAGED, SHORT = "synth000001", "synth000002"  # two of the six train clips
 
 
 @pytest.fixture
-def damaged_root(data_root, tmp_path) -> Path:
+def damaged_root(ms3_root, tmp_path) -> Path:
     """The data set with one train clip's frames folder gone and another's wav cut to 0.03 s."""
     root = tmp_path / "damaged"
-    shutil.copytree(data_root, root)
+    shutil.copytree(ms3_root, root)
     shutil.rmtree(root / "ms3_data" / "visual_frames" / DAMAGED)
     soundfile.write(root / "ms3_data" / "audio_wav" / "train" / f"{SHORT}.wav", np.zeros(480, np.float32), 16000)
     return root
@@ -49,30 +49,30 @@ def test_more_damaged_clips_than_allowed_stop_the_run_with_one_line(damaged_root
 
 
 @pytest.mark.parametrize("where", ["under_a_file", "read_only"])
-def test_unwritable_output_folder_is_one_line(data_root, tmp_path, where):
+def test_unwritable_output_folder_is_one_line(ms3_root, tmp_path, where):
     if where == "under_a_file":
         (tmp_path / "file").write_text("not a folder")
         out = tmp_path / "file" / "run"
     else:
         out = Path("/sys/avseg-reliability-test/run")  # sysfs: nobody, root included, may create folders
-    result = _train(data_root, out, "train.max_steps=1")
+    result = _train(ms3_root, out, "train.max_steps=1")
     assert_one_line_error(result, "train", f"output_dir {out}", "cannot write there")
 
 
-def test_full_disk_while_writing_a_checkpoint_is_one_line(data_root, tmp_path):
+def test_full_disk_while_writing_a_checkpoint_is_one_line(ms3_root, tmp_path):
     # files may not grow past 1 MB: config.yaml and log.jsonl fit, last.pt does not
-    result = _train(data_root, tmp_path / "run", "train.max_steps=1", limit_file_bytes=1 << 20)
+    result = _train(ms3_root, tmp_path / "run", "train.max_steps=1", limit_file_bytes=1 << 20)
     assert_error_ends_a_run(result, "train", str(tmp_path / "run" / "last.pt"), "cannot write the checkpoint")
     assert sorted(p.name for p in (tmp_path / "run").iterdir()) == ["config.yaml", "log.jsonl", "tensorboard"]
 
 
-def test_restart_removes_stale_temp_files_and_logs_each_step_once(run_copy, data_root):
+def test_restart_removes_stale_temp_files_and_logs_each_step_once(run_copy, ms3_root):
     stale = run_copy / ".last.pt.k1ll3d.tmp"  # what a kill during a checkpoint write leaves
     stale.write_bytes(b"\0" * 4096)
     log = run_copy / "log.jsonl"
     replayed = {"event": "train", "step": 2, "epoch": 0, "loss_total": 1.0}  # written after last.pt (step 1)
     log.write_text(log.read_text() + json.dumps(replayed) + "\n" + '{"event": "tra', encoding="utf-8")
-    result = _train(data_root, run_copy, "train.max_steps=3", "--resume", "auto")
+    result = _train(ms3_root, run_copy, "train.max_steps=3", "--resume", "auto")
     assert result.code == 0, result.err
     assert not stale.exists() and any("removed" in line and stale.name in line for line in result.err_lines)
     steps = [r["step"] for r in read_log(log) if r["event"] == "train"]
@@ -80,8 +80,8 @@ def test_restart_removes_stale_temp_files_and_logs_each_step_once(run_copy, data
     assert all(r.get("loss_total") != 1.0 for r in read_log(log) if r["event"] == "train")
 
 
-def test_unwritable_eval_output_is_one_line(trained, data_root):
+def test_unwritable_eval_output_is_one_line(trained, ms3_root):
     out = "/sys/avseg-reliability-test/eval"  # the CLI turns the OSError of any command into one line
-    result = avseg("eval", CONFIG, f"data.root={data_root}", "data.num_workers=0", "data.image_size=32",
+    result = avseg("eval", CONFIG, f"data.root={ms3_root}", "data.num_workers=0", "data.image_size=32",
                    "--checkpoint", str(trained), "--out", out)
     assert_one_line_error(result, "eval", "/sys/avseg-reliability-test")
