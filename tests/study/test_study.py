@@ -69,6 +69,10 @@ def test_study_runs_resumes_after_a_kill_and_reports_the_runs(tmp_path):
     assert results["rows"]["1_baseline"].get("snr") is None
     assert results["rows"]["6_full"]["perplexity_global"]["n"] == 2  # quantized: codes were counted
     assert results["rows"]["1_baseline"]["perplexity_global"] is None
+    for seed_run in (json.loads((out / "runs" / "6_full" / f"seed{s}" / "measure.json").read_text()) for s in (0, 1)):
+        # distinct K-tuples: at least one, at most one per test clip (global) / per test frame (local)
+        assert 1 <= seed_run["code_sets_global"] <= 14 and 1 <= seed_run["code_sets_local"] <= 14 * 5
+    assert results["rows"]["1_baseline"]["code_sets_global"] is None
     assert 0 <= results["baselines"]["all_background"] < results["baselines"]["every_object"] <= 1
     assert (out / "runs" / "6_full" / "seed0" / "tokens.npz").is_file()
     assert results["tsne"]["6_full"]["tokens"] >= 0

@@ -21,6 +21,7 @@ COLUMNS = (  # key in measure.json, header in results.md
     ("objects/recall/sources_3+", "recall 3+ src"), ("objects/recall/offscreen", "recall w/ off-screen"),
     ("objects/recall/no_offscreen", "recall w/o off-screen"), ("objects/fpr/all", "FPR silent"),
     ("objects/fpr/offscreen", "FPR silent w/ off-screen"), ("perplexity_global", "perplexity"),
+    ("code_sets_global", "code sets (clips)"), ("code_sets_local", "code sets (frames)"),
 )
 
 
@@ -123,7 +124,7 @@ def markdown(results: dict) -> str:
     for name, entry in results["rows"].items():
         n = entry["miou"]["n"] if entry.get("miou") else 0
         cells = [entry["label"] + ("" if entry["paper"] else " *")]
-        cells += [_fmt(entry.get(key), 1 if key == "perplexity_global" else 3) for key, _ in COLUMNS] + [str(n)]
+        cells += [_fmt(entry.get(key), 1 if key == "perplexity_global" or key.startswith("code_sets") else 3) for key, _ in COLUMNS] + [str(n)]
         lines.append("| " + " | ".join(cells) + " |")
     lines += ["", "\\* not in the paper.", ""]
     if results.get("baselines"):

@@ -6,7 +6,9 @@
 - object level, from the synthetic benchmark's per-object extras: recall of sounding objects and
   false-positive rate on visible silent objects, per frame, split by the number of simultaneous
   sources (1 / 2 / 3+) and by whether an off-screen sound is heard in that second;
-- codebook perplexity (global and local codes) of the quantized rows;
+- codebook perplexity (global and local codes) of the quantized rows, and how many different
+  K-tuples of codes the test clips (global) and frames (local) received ("code sets": 1 = every
+  clip gets the same codewords whatever it sounds like);
 - optionally the global semantic tokens of every clip, for the t-SNE of `avseg.study.tsne`.
 
 An object is "found" when at least half of its visible pixels carry its class in the prediction.
@@ -167,6 +169,7 @@ def measure_model(model: nn.Module, config: Config, synth_root: str | Path, *, s
     local_counts = np.zeros(config.model.codebook_size, np.int64)
     recorder = TokenRecorder(model) if tokens else None
     token_rows, token_meta = [], []
+    code_sets: dict[str, set] = {"global": set(), "local": set()}
     previous = None
     try:
         for batch, _damaged in loader:
@@ -184,9 +187,11 @@ def measure_model(model: nn.Module, config: Config, synth_root: str | Path, *, s
                 foreground = (prediction["ids"] > 0).float()
             binary.update(foreground[labelled], batch.semantic.flatten(0, 1)[labelled] > 0)
             vq = outputs.get("vq") or {}
-            for key, counts in (("indices", global_counts), ("local_indices", local_counts)):
+            for key, counts, name in (("indices", global_counts, "global"), ("local_indices", local_counts, "local")):
                 if key in vq:
-                    counts += np.bincount(vq[key].flatten().cpu().numpy(), minlength=len(counts))[: len(counts)]
+                    codes = vq[key].cpu()
+                    counts += np.bincount(codes.flatten().numpy(), minlength=len(counts))[: len(counts)]
+                    code_sets[name].update(map(tuple, codes.view(-1, codes.shape[-1]).tolist()))  # [clips or frames, K]
             ids = prediction["ids"].view(*batch.semantic.shape[:2], *size)
             for b, clip_id in enumerate(batch.clip_ids):
                 extras = _load_extras(synth_root, clip_id) if (objects or recorder) else None
@@ -219,6 +224,10 @@ def measure_model(model: nn.Module, config: Config, synth_root: str | Path, *, s
         out["object_counts"] = tally.totals()
     out["perplexity_global"] = _perplexity(global_counts)
     out["perplexity_local"] = _perplexity(local_counts)
+    # how many different K-tuples of codes the clips (global) and frames (local) received: 1 means
+    # every clip gets the same codewords, whatever it sounds like (the quantized tokens say nothing)
+    out["code_sets_global"] = len(code_sets["global"]) or None
+    out["code_sets_local"] = len(code_sets["local"]) or None
     if recorder is not None and token_rows:
         out["tokens"] = {"tokens": np.concatenate(token_rows), "meta": token_meta}
     return out
