@@ -158,8 +158,8 @@ def test_tpavi_exports_and_matches(tmp_path):
 
 
 def test_unsupported_models_and_bad_files_are_one_clear_line(tmp_path, capsys):
-    td = ["model.decomposition=none", "model.recombination=false", "model.local_calibration=false",
-          "model.separator=nmf", "model.tag_gating=false", "loss.audio_tagging=0"]
+    td = ["model.qsd.decomposition=none", "model.qsd.recombination=false", "model.qsd.local_calibration=false",
+          "model.qsd.separator=nmf", "model.extras.tag_gating=false", "loss.audio_tagging=0"]
     code = main(["export", str(QSD_CONFIG), *SMALL, *td, "--random-init", "--onnx", str(tmp_path / "td.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and "row 2 (TD" in err and "NMFSeparator" in err and "Traceback" not in err

@@ -125,7 +125,7 @@ def synthetic_batch(config: Config, batch_size: int, generator: torch.Generator)
                 semantic[t, y0:y0 + h, x0:x0 + w] = int(torch.randint(1, classes + 1, (1,), generator=generator))
         masks, labels = zip(*(targets_from_semantic(frame) for frame in semantic))
         waveform = None
-        if config.data.load_waveform or config.model.separator:
+        if config.data.load_waveform or config.model.qsd.separator:
             waveform = torch.randn(frames * 16000, generator=generator) * 0.1
         samples.append(Sample(
             frames=torch.randn(frames, 3, size, size, generator=generator),

@@ -288,7 +288,7 @@ def add_cli_arguments(parser) -> None:
     parser.add_argument("--overlays", metavar="DIR", default=None, help="write frames with the prediction blended in")
     parser.add_argument("--batch-size", type=int, default=0, help="clips per batch (default: train.eval_batch_size or data.batch_size)")
     parser.add_argument("--allow-import", action="store_true",
-                        help="the checkpoint may use the package.module:factory model.separator that CONFIG names "
+                        help="the checkpoint may use the package.module:factory model.qsd.separator that CONFIG names "
                              "(imports that code); a checkpoint alone never names code")
     add_precision_arguments(parser)
 

@@ -34,7 +34,7 @@ def random_inputs(config: Config, batch: int, frames: int) -> dict:
         "log_mel": torch.randn(batch, frames, 96, 64),
         "frame_present": torch.ones(batch, frames, dtype=torch.bool),
     }
-    if config.model.separator:
+    if config.model.qsd.separator:
         inputs["waveform"] = torch.randn(batch, frames * 16000) * 0.1
     return inputs
 
@@ -89,12 +89,12 @@ def format_info(info: ModelInfo, config: Config, frames: int) -> str:
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config (e.g. configs/qsd_r50_s4.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.num_tokens=3")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.qsd.num_tokens=3")
     parser.add_argument("--frames", type=int, default=5, help="frames per clip of the random input (default 5)")
     parser.add_argument("--random-init", action="store_true",
                         help="ignore the weight files named in the config (random backbone and VGGish)")
     parser.add_argument("--allow-import", action="store_true",
-                        help="honour a package.module:factory model.separator in CONFIG (imports that code)")
+                        help="honour a package.module:factory model.qsd.separator in CONFIG (imports that code)")
 
 
 def run_cli(args: argparse.Namespace) -> int:

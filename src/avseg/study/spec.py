@@ -1,7 +1,7 @@
 """A study spec: which synthetic benchmark, which rows, which seeds, which schedule (docs/study.md).
 
     spec = load_spec("configs/study/medium.yaml", ["seeds=[0,1]"])
-    spec.rows[0].name, spec.rows[0].overrides     # "1_baseline", ["model.decomposition=none", ...]
+    spec.rows[0].name, spec.rows[0].overrides     # "1_baseline", ["model.qsd.decomposition=none", ...]
 
 A spec is YAML mirroring the dataclasses below; unknown keys and wrong types stop with the file
 and the key (the same rules as training configs).
