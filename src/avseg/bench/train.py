@@ -254,9 +254,10 @@ def format_train_table(rows: list[TrainRow]) -> str:
 
 
 def run_cli(args) -> int:
-    from avseg.bench.common import check_at_least, split_overrides, write_rows
+    from avseg.bench.common import check_at_least, write_rows
+    from avseg.cli_common import split_items
 
-    configs, overrides = split_overrides(args.items)
+    configs, overrides = split_items(args.items)
     check_at_least(steps=(args.steps, 1), warmup=(args.warmup, 0), batch_size=(args.batch_size, 1),
                    image_size=(args.image_size, 32))
     check_device(args.device)
