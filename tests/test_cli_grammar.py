@@ -117,3 +117,13 @@ def test_predict_old_positional_videos_are_videos_with_a_warning(capsys):
 def test_bad_positionals_are_one_line_errors(argv, message, capsys):
     assert main(argv) == 2
     assert message in capsys.readouterr().err
+
+
+def test_study_device_sets_train_device_of_every_run(tmp_path):
+    from avseg.study.spec import load_spec, run_config
+
+    assert parsed("study", "configs/study/quick.yaml", "--out", "o", "--device", "cpu").device == "cpu"
+    for device, wanted in (([], "auto"), (["device=cpu"], "cpu")):  # default: the base config's train.device
+        spec = load_spec("configs/study/quick.yaml", device)
+        row = spec.rows[0].name
+        assert run_config(spec, row, 0, tmp_path / "d", tmp_path / "r", None).train.device == wanted
