@@ -313,7 +313,7 @@ def test_row6_diagnosis_options_need_local_calibration():
     from avseg.errors import UserError
 
     for option in ("local_query_audio", "local_reads_global"):
-        with pytest.raises(UserError, match=f"model.{option} changes the local ASD"):
+        with pytest.raises(UserError, match=f"model.extras.{option} changes the local ASD"):
             build(f"model.extras.{option}=true", "model.qsd.local_calibration=false")
     with pytest.raises(UserError, match="choose one"):
         build("model.extras.local_reads_global=true", "model.extras.codebook_from_local=true")
