@@ -91,6 +91,11 @@ def test_a_stored_old_config_reads_into_the_sections(tmp_path):
     assert set(FLAT_KEYS) <= set(stored["model"])
     assert config_from_dict(stored) == new
     assert config_from_dict(config_to_dict(new)) == new
+    # `avseg train --resume` compares the stored model section with the run's: the old one matches
+    from avseg.engine.train import _model_section
+
+    assert _model_section(stored) == _model_section(config_to_dict(new))
+    assert _model_section(stored) != _model_section(config_to_dict(Config()))
 
 
 def test_old_and_new_key_with_different_values_is_an_error_naming_both(tmp_path):
