@@ -135,3 +135,28 @@ def test_every_shipped_config_uses_the_new_keys(path):
                 run_config(spec, row.name, 0, Path("data"), Path("run"), None)
         else:
             load_config(path)
+
+
+def test_a_study_started_with_the_old_keys_resumes(tmp_path):
+    from omegaconf import OmegaConf
+
+    from avseg.errors import UserError
+    from avseg.study.runner import _check_resume
+    from avseg.study.spec import load_spec, spec_to_dict
+
+    spec = load_spec(CONFIGS / "study/row6_diagnosis.yaml")
+    before = spec_to_dict(spec)  # as an older avseg stored it: flat model keys in the overrides
+    old_keys = {f"model.{section}.{name}": f"model.{old}" for old, (section, name) in FLAT_KEYS.items()}
+
+    def flat(items):
+        return ["=".join([old_keys.get(k, k), v]) for k, _, v in (item.partition("=") for item in items)]
+
+    before["overrides"] = flat(before["overrides"])
+    for row in before["rows"]:
+        row["overrides"] = flat(row["overrides"])
+    assert "model.tag_gating=false" in before["overrides"]
+    OmegaConf.save(OmegaConf.create(before), tmp_path / "spec.yaml")
+    _check_resume(tmp_path, spec)  # the same study: resumes
+    spec.rows[0].overrides.append("model.qsd.num_tokens=2")
+    with pytest.raises(UserError, match="another spec"):
+        _check_resume(tmp_path, spec)
