@@ -70,7 +70,7 @@ check synth-data 120 "$PY" -m avseg.cli synth --layout s4 --out "$DATA" --clips 
 check train-fp16 240 "$PY" -m avseg.cli train "$CFG" "${STEPS[@]}" train.amp=fp16 "output_dir=$OUT/train_fp16"
 check train-bf16 240 "$PY" -m avseg.cli train "$CFG" "${STEPS[@]}" train.amp=bf16 "output_dir=$OUT/train_bf16"
 check train-compile 420 "$PY" -m avseg.cli train "$CFG" "${STEPS[@]}" "output_dir=$OUT/train_compile" --amp bf16 --compile
-check eval-bf16 120 "$PY" -m avseg.cli eval "$CFG" "data.root=$DATA" train.device=cuda --checkpoint "$OUT/train_bf16/last.pt" \
+check eval-bf16 120 "$PY" -m avseg.cli eval "$CFG" "data.root=$DATA" --device cuda --checkpoint "$OUT/train_bf16/last.pt" \
   --split train --amp bf16 --out "$OUT/eval_bf16"
 if [ "$GPUS" -ge 2 ] || [ "$DRY" = 1 ]; then
   check ddp-nccl 300 "$PY" -m torch.distributed.run --standalone --nproc_per_node 2 -m avseg.cli train "$CFG" \

@@ -22,7 +22,7 @@ from pathlib import Path
 
 CONFIG = "configs/cpu/qsd_r18_synth_ms3.yaml"
 TINY = ["data.image_size=32", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-        "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16", "model.num_tokens=3",
+        "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16", "model.qsd.num_tokens=3",
         "data.num_workers=1", "train.log_every=1", "train.eval_every=1", "train.lr_drop_epochs=[1]",
         "data.batch_size=2", "train.max_steps=9", "train.checkpoint_every_steps=2", "model.dropout=0.1",
         "data.horizontal_flip=true", "train.contrastive_share=0.5"]

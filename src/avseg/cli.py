@@ -11,6 +11,7 @@ import importlib
 import sys
 
 from avseg import __version__
+from avseg.cli_common import IntermixedParser
 from avseg.errors import UserError
 
 # name -> (module, one-line help)
@@ -36,21 +37,26 @@ def _load(module_name: str):
     return importlib.import_module(module_name)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
+def parse(argv: list[str]) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The parser and the parsed arguments of `avseg ARGV` (only the named command's module is imported)."""
     parser = argparse.ArgumentParser(
         prog="avseg",
         description="Audio-visual segmentation toolkit: QSD, CAVP, AVSBench and VPO.",
     )
     parser.add_argument("--version", action="version", version=f"avseg {__version__}")
-    sub = parser.add_subparsers(dest="command", metavar="COMMAND")
+    # every command: `avseg COMMAND [CONFIG] [key=value ...] [--options]`, in any order (avseg.cli_common)
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=IntermixedParser)
     requested = next((arg for arg in argv if arg in COMMANDS), None)
     for name, (module_name, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         if name == requested:
             _load(module_name).add_cli_arguments(command)
             command.set_defaults(_run=_load(module_name).run_cli)
-    args = parser.parse_args(argv)
+    return parser, parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser, args = parse(list(sys.argv[1:] if argv is None else argv))
     if args.command is None:
         parser.print_help()
         return 0

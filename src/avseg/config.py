@@ -11,7 +11,9 @@ typed arguments.
 
 from __future__ import annotations
 
+import copy
 import re
+import warnings
 
 import difflib
 from dataclasses import dataclass, field
@@ -21,7 +23,12 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, OmegaConfBaseException, ValidationError
 
+from avseg.config_model import ExtrasConfig, ModelConfig, QSDConfig, QuantizerConfig, TPAVIConfig
+from avseg.config_compat import ConfigDeprecationWarning, KeyConflict, deprecation_message, translate_overrides, translate_tree
 from avseg.errors import UserError
+
+__all__ = ["Config", "ConfigDeprecationWarning", "ConfigError", "ExtrasConfig", "ModelConfig", "QSDConfig",
+           "QuantizerConfig", "TPAVIConfig", "config_from_dict", "config_to_dict", "load_config", "save_config"]
 
 
 @dataclass
@@ -70,61 +77,6 @@ class AudioConfig:
     vggish_weights: str = ""
     tiny_weights: str = ""
     freeze: bool = True
-
-
-@dataclass
-class ModelConfig:
-    """The model: QSD (with the Table-2 switches) or the TPAVI baseline.
-
-    num_classes: foreground classes (1 = class-agnostic "sounding" for S4 / MS3; 70 for AVSS).
-    decomposition: "none" (Table 2 row 1), "continuous" (row 3) or "quantized" (rows 4-6).
-    separator: "" (off) or "nmf" or "package.module:factory": row 2 (TD) when set.
-    """
-
-    name: str = "qsd"
-    backbone: str = "r50"
-    backbone_weights: str = ""
-    backbone_drop_path: float = 0.0  # stochastic depth (the official PVT-v2-b5 of AVSBench: 0.1)
-    num_classes: int = 1
-    d_model: int = 256
-    num_tokens: int = 5
-    codebook_size: int = 128
-    codebook_ema: bool = False
-    codebook_decay: float = 0.99
-    dead_code_threshold: float = 0.0
-    kmeans_init: bool = False
-    # Not in the paper, off by default (docs/model.md, "Choices the paper leaves open"): local
-    # tokens also fit the codebook; continuous tokens for the first N steps; the local ASD also
-    # reads the audio's time-frequency cells ("time_frequency"); class scores gated by the
-    # audio-tagging head (needs loss.audio_tagging > 0; on in the CPU demo config).
-    codebook_from_local: bool = False
-    codebook_warmup_steps: int = 0
-    audio_memory: str = "embedding"
-    # Diagnosis of row 6 (docs/study.md): the frame's fused audio F_av[t] added to the quantized
-    # local tokens, as rows 3-5 add it to their global tokens; the local ASD also reads the clip's
-    # (quantized) global tokens, not only frame t.
-    local_query_audio: bool = False
-    local_reads_global: bool = False
-    tag_gating: bool = False
-    encoder_layers: int = 4
-    asd_layers: int = 3
-    decoder_layers: int = 4
-    n_heads: int = 8
-    ffn_dim: int = 1024
-    encoder_points: int = 4
-    mask_dim: int = 8
-    dropout: float = 0.0
-    decomposition: str = "quantized"
-    recombination: bool = True
-    local_calibration: bool = True
-    separator: str = ""
-    num_sources: int = 2
-    tpavi_channels: int = 256
-    tpavi_stages: list[int] = field(default_factory=lambda: [0, 1, 2, 3])
-    # The official code's TPAVI (docs/model.md, "TPAVI: the official function"): attention in
-    # windows of 5 frames (0 = the whole clip); audio alignment layer without bias on AVSS.
-    tpavi_window: int = 5
-    tpavi_audio_bias: bool = True
 
 
 @dataclass
@@ -311,14 +263,27 @@ def _merge(base: DictConfig, other: Any, schema: DictConfig, source: str) -> Dic
         raise _explain(err, schema, source) from None
 
 
+def _translated(tree: dict, source: str, moved: dict[str, tuple[str, str]]) -> dict:
+    """`tree` with the old flat model keys in their sections (`avseg.config_compat`)."""
+    try:
+        pairs = translate_tree(tree)
+    except KeyConflict as err:
+        raise ConfigError(f"{source}: {err}") from None
+    for old, new in pairs:
+        moved.setdefault(old, (new, source))
+    return tree
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
     """Defaults, then the YAML file at `path` (if any), then the dotted `overrides`.
 
+    Old flat model keys are read into their sections with one ConfigDeprecationWarning per key.
     Raises ConfigError naming the file or override and the offending key.
     """
     schema = OmegaConf.structured(Config)
     merged = schema
     sources: dict[str, str] = {}  # dotted key -> the file or override that set it
+    moved: dict[str, tuple[str, str]] = {}  # old key -> (new key, where it was read)
     if path is not None:
         path = Path(path)
         if not path.is_file():
@@ -329,8 +294,15 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"{path}: not valid YAML ({_yaml_problem(err)})") from None
         if not isinstance(loaded, DictConfig):
             raise ConfigError(f"{path}: expected a mapping of config sections at the top level")
-        merged = _merge(merged, loaded, schema, str(path))
-        sources.update(dict.fromkeys(_dotted_keys(OmegaConf.to_container(loaded, resolve=False)), str(path)))
+        tree = _translated(OmegaConf.to_container(loaded, resolve=False), str(path), moved)
+        merged = _merge(merged, OmegaConf.create(tree), schema, str(path))
+        sources.update(dict.fromkeys(_dotted_keys(tree), str(path)))
+    try:
+        overrides, renamed = translate_overrides(list(overrides))
+    except KeyConflict as err:
+        raise ConfigError(f"overrides: {err}") from None
+    for old, new, item in renamed:
+        moved.setdefault(old, (new, f"override '{item}'"))
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"override '{item}': expected key=value, e.g. data.image_size=112")
@@ -342,7 +314,10 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
             raise ConfigError(f"override '{item}': {first_line(err)}") from None
         merged = _merge(merged, dotlist, schema, f"override '{item}'")
         sources[item.partition("=")[0]] = f"override '{item}'"
-    return _finish(merged, schema, sources)
+    config = _finish(merged, schema, sources)
+    for old, (new, source) in moved.items():
+        warnings.warn(deprecation_message(old, new, source), ConfigDeprecationWarning, stacklevel=2)
+    return config
 
 
 def config_to_dict(config: Config) -> dict:
@@ -351,9 +326,13 @@ def config_to_dict(config: Config) -> dict:
 
 
 def config_from_dict(data: dict) -> Config:
-    """Rebuild a Config from `config_to_dict` output (e.g. from a checkpoint)."""
+    """Rebuild a Config from `config_to_dict` output (e.g. from a checkpoint).
+
+    A config stored before the model config had sections is read silently into them.
+    """
     schema = OmegaConf.structured(Config)
-    merged = _merge(schema, OmegaConf.create(data), schema, "stored config")
+    tree = _translated(copy.deepcopy(data), "stored config", {})
+    merged = _merge(schema, OmegaConf.create(tree), schema, "stored config")
     return _finish(merged, schema, {}, "stored config")
 
 

@@ -240,8 +240,8 @@ def test_build_app_turns_analytics_off(tmp_path, app_predictor):
     ([], "no model"),
     (["--checkpoint", "missing.pt", "--max-upload-mb", "0"], "--max-upload-mb 0"),
     (["--checkpoint", "missing.pt", "--examples", "nowhere"], "--examples nowhere: not a folder"),
-    (["--config", str(QSD_CONFIG)], "add --random-init"),
-    (["--config", str(QSD_CONFIG), "--random-init", "oops"], "expected a dotted config override"),
+    ([str(QSD_CONFIG)], "add --random-init"),
+    ([str(QSD_CONFIG), "--random-init", "oops"], "unexpected argument oops"),
     (["--checkpoint", "missing.pt", "--port", "70000"], "--port 70000"),
 ])
 def test_cli_errors_are_one_line(capsys, args, message):

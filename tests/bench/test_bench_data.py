@@ -10,7 +10,7 @@ from avseg.cli import main
 
 AVSS = "configs/cpu/qsd_r18_synth_avss.yaml"
 SMALL = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.decoder_layers=1", "data.batch_size=2"]
-TINY = ["--config", AVSS, "--image-size", "64", "--batches", "1", "--steps", "1", "--warmup", "0", "--no-isolate"]
+TINY = ["--device", "cpu", AVSS, "--image-size", "64", "--batches", "1", "--steps", "1", "--warmup", "0", "--no-isolate"]
 KEYS = {"layout", "workers", "batch_size", "frames", "image_size", "batches", "warmup_s", "loader_clips_per_s",
         "train_config", "train_device", "train_clips_per_s", "ratio", "meets_target"}
 
@@ -40,7 +40,7 @@ def test_untimed_and_timed_batches():
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--layout", "s4"], "--layout s4 but --config configs/cpu/qsd_r18_synth_avss.yaml trains on avss"),
+    (["--layout", "s4"], "--layout s4 but CONFIG configs/cpu/qsd_r18_synth_avss.yaml trains on avss"),
     (["--workers", "a,b"], "--workers a,b: expected comma-separated integers"),
     (["--workers", "-1"], "--workers -1: expected comma-separated integers >= 0"),
     (["--clips", "3"], "--clips 3: --batches 1 with 0 workers needs at least 4 clips (batch size 2)"),

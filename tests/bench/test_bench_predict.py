@@ -9,7 +9,7 @@ from avseg.bench import predict as bench_predict
 from avseg.cli import main
 
 CONFIG = "configs/cpu/qsd_r18_synth_avss.yaml"
-TINY = ["--config", CONFIG, "--random-init", "--video-size", "64x48", "data.image_size=64", "model.d_model=32",
+TINY = ["--device", "cpu", CONFIG, "--random-init", "--video-size", "64x48", "data.image_size=64", "model.d_model=32",
         "model.n_heads=4", "model.ffn_dim=64"]
 KEYS = {"mode", "seconds", "video_s", "video_fps", "frames", "load_s", "process_s", "wall_s", "rtf", "peak_rss_mb",
         "peak_ratio", "device", "model", "overlay"}
@@ -58,9 +58,9 @@ def test_peak_ratio_per_mode_against_the_shortest_video(monkeypatch, capsys, tmp
     (["--modes", "fast"], "--modes: unknown mode 'fast'"),
     (["--seconds", "0"], "--seconds 0: expected comma-separated integers >= 1"),
     (["--video-size", "33x33"], "--video-size 33x33: width and height must be even"),
-    (["--config", CONFIG], "builds an untrained model: add --random-init"),
+    ([CONFIG], "builds an untrained model: add --random-init"),
     (["--checkpoint", "missing.pt"], "--checkpoint missing.pt: not found"),
-    (["--checkpoint", "missing.pt", "--config", CONFIG, "--random-init"], "give either --checkpoint"),
+    (["--checkpoint", "missing.pt", CONFIG, "--random-init"], "give either --checkpoint"),
 ])
 def test_bad_arguments_are_clear_errors(args, message, capsys):
     assert main(["bench", "predict", "--seconds", "1", *args]) == 2

@@ -7,8 +7,8 @@ import timm
 
 from avseg.cli import main
 
-TINY = ["--backbones", "r18", "--image-size", "64", "--frames", "2", "--repeats", "1", "--warmup", "0"]
-SMALL = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.tpavi_channels=16", "audio.encoder=tiny"]
+TINY = ["--device", "cpu", "--backbones", "r18", "--image-size", "64", "--frames", "2", "--repeats", "1", "--warmup", "0"]
+SMALL = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.tpavi.channels=16", "audio.encoder=tiny"]
 # the backbone row counts a ResNet-18 without its 1000-class head (fc: 512 x 1000 + 1000)
 RESNET18_WITHOUT_FC_M = (sum(p.numel() for p in timm.create_model("resnet18").parameters()) - 513_000) / 1e6
 KEYS = {"model", "backbone", "device", "frames", "image_size", "ms_per_clip", "clips_per_s", "peak_mem_mb",

@@ -13,7 +13,7 @@ from avseg.cli import main
 S4 = "configs/cpu/qsd_r18_synth_s4.yaml"
 AVSS = "configs/cpu/qsd_r18_synth_avss.yaml"  # avss_subsets: [v1m, v2]
 SMALL = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.decoder_layers=1"]
-TINY = ["--image-size", "64", "--batch-size", "1", "--steps", "1", "--warmup", "0"]
+TINY = ["--device", "cpu", "--image-size", "64", "--batch-size", "1", "--steps", "1", "--warmup", "0"]
 KEYS = {"config", "model", "backbone", "dataset", "device", "batch_size", "frames", "labelled_frames", "image_size",
         "amp", "compile", "steps", "ms_per_step", "clips_per_s", "peak_mem_mb", "train_clips", "epochs", "epoch_s",
         "schedule_s", "subsets"}

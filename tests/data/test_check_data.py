@@ -39,7 +39,7 @@ def test_clean_trees_are_ok(capsys, layout, request):
     assert problems == [] and count == sum(len(ids) for ids in tree.clips.values())
     code, out, _ = _run(capsys, "--layout", layout, tree.root)
     assert code == 0 and out.strip() == f"all {count} clips OK"
-    code, out, _ = _run(capsys, "--layout", layout, tree.root, "--quiet")
+    code, out, _ = _run(capsys, "--layout", layout, tree.root, "--no-progress")
     assert code == 0 and out == ""
 
 
@@ -164,5 +164,5 @@ def test_vpo_is_delegated(capsys, monkeypatch, tmp_path):
 def test_command_line_help():
     shown = subprocess.run([sys.executable, "-m", "avseg.cli", "check-data", "--help"],
                            capture_output=True, text=True, timeout=120)
-    assert shown.returncode == 0 and "--layout" in shown.stdout and "--quiet" in shown.stdout
+    assert shown.returncode == 0 and "--layout" in shown.stdout and "--no-progress" in shown.stdout
     assert "Traceback" not in shown.stderr

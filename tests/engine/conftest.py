@@ -12,9 +12,9 @@ from avseg.config import load_config
 
 SIZE = 32
 QSD_SMALL = [f"data.image_size={SIZE}", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64",
-             "model.encoder_layers=1", "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16",
-             "model.num_tokens=3"]
-TPAVI_SMALL = [f"data.image_size={SIZE}", "model.tpavi_channels=32"]
+             "model.encoder_layers=1", "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16",
+             "model.qsd.num_tokens=3"]
+TPAVI_SMALL = [f"data.image_size={SIZE}", "model.tpavi.channels=32"]
 # fast, quiet training: no workers, no eval unless asked, log every step
 TRAIN_FAST = ["data.num_workers=0", "train.log_every=1", "train.eval_every=0", "train.lr_drop_epochs=[]"]
 

@@ -15,7 +15,7 @@ from avseg.models.build import build_model
 
 CONFIG = "configs/cpu/qsd_r18_synth_avss.yaml"
 SMALL = ["data.image_size=32", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16"]
+         "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16"]
 
 
 @pytest.fixture(scope="module")

@@ -9,7 +9,7 @@ from avseg.errors import UserError
 from avseg.models.build import build_model
 
 SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.decoder_layers=2", "model.codebook_size=16"]
+         "model.decoder_layers=2", "model.quantizer.codebook_size=16"]
 
 
 def test_round_trip_rebuilds_the_same_model(tmp_path):

@@ -35,7 +35,7 @@ def test_converted_checkpoint_gives_the_logits_of_from_official(converted):
     official, vggish, out = converted
     model, config, _ = model_from_checkpoint(out)
     reference = from_official(official, task="s4", vggish_weights=vggish)
-    assert config.model.name == "tpavi" and config.model.backbone == "r50" and config.model.tpavi_window == 5
+    assert config.model.name == "tpavi" and config.model.backbone == "r50" and config.model.tpavi.window == 5
     frames, log_mel = torch.randn(1, 5, 3, 64, 64), torch.randn(1, 5, 96, 64)
     assert torch.equal(model(frames, log_mel)["semantic_logits"], reference(frames, log_mel)["semantic_logits"])
 

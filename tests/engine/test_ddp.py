@@ -36,7 +36,7 @@ def test_two_process_ddp_equals_one_process_with_the_same_global_batch(tmp_path,
     ddp_out = tmp_path / "ddp"
     overrides = [f"{k}={v}" for k, v in (("data.root", root), ("output_dir", ddp_out))]
     small = [ "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-             "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16", "model.num_tokens=3",
+             "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16", "model.qsd.num_tokens=3",
              "data.num_workers=0", "train.log_every=1", "train.eval_every=0", "train.lr_drop_epochs=[]"]
     command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
                "-m", "avseg.cli", "train", "configs/cpu/qsd_r18_synth_ms3.yaml", *overrides, *small,

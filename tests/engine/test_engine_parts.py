@@ -16,8 +16,8 @@ from avseg.models.build import build_model
 
 
 @pytest.mark.parametrize("command, options", [
-    ("train", ["--resume"]),
-    ("eval", ["--checkpoint", "--split", "--out", "--save-masks", "--overlays", "--batch-size"]),
+    ("train", ["--resume", "--device"]),
+    ("eval", ["--checkpoint", "--split", "--out", "--save-masks", "--overlays", "--batch-size", "--device", "--no-progress"]),
 ])
 def test_cli_help_lists_every_documented_option(command, options, capsys):
     """The options README section 2 and docs/training.md name are all in `--help`."""

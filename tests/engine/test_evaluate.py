@@ -21,7 +21,7 @@ from avseg.models.build import build_model
 from avseg.models.postprocess import foreground_probability, merge_masks
 
 SMALL = ["data.image_size=32", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16", "model.num_tokens=3",
+         "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16", "model.qsd.num_tokens=3",
          "model.num_classes=4", "data.num_workers=0", "data.batch_size=2"]
 
 

@@ -22,7 +22,7 @@ from avseg.models.build import build_criterion, build_model
 pytestmark = pytest.mark.timeout(600)
 AVSS = "configs/cpu/qsd_r18_synth_avss.yaml"
 TINY = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.decoder_layers=1",
-        "model.encoder_layers=1", "model.asd_layers=1", "model.num_tokens=3", "model.codebook_size=16"]
+        "model.encoder_layers=1", "model.qsd.asd_layers=1", "model.qsd.num_tokens=3", "model.quantizer.codebook_size=16"]
 LOSS_RTOL = 0.02  # bf16 autocast against fp32, same model, same batch: every loss term
 METRIC_ATOL = 0.02  # bf16 autocast against fp32 evaluation, same model, same clips: the main metric
 COMPILE_ATOL = 1e-4  # torch.compile (inductor, fp32) against eager: every output

@@ -104,7 +104,7 @@ def video_info():
 @pytest.fixture(scope="session")
 def cli_model():
     """CLI arguments for the tiny untrained QSD model at 64 px."""
-    return ["--config", str(QSD_CONFIG), "--device", "cpu", "--no-progress", "--random-init", *SMALL]
+    return [str(QSD_CONFIG), "--device", "cpu", "--no-progress", "--random-init", *SMALL]
 
 
 @pytest.fixture(scope="session")

@@ -98,7 +98,7 @@ def test_onnx_model_matches_torch_for_any_batch_and_clip_length(qsd_onnx, qsd_ch
 def test_predict_with_onnx_runtime_writes_what_torch_writes(tmp_path, capsys, make_video, qsd_onnx, qsd_checkpoint):
     source = make_video(tmp_path / "clip.mp4", seconds=7, size=(96, 72), audio_rate=44100, channels=2)
     # random mask logits sit around -0.26: a threshold of 0.45 makes objects of a part of the pixels
-    common = [str(source), "--no-progress", "--no-overlay", "--window", "3", "--mask-threshold", "0.45"]
+    common = ["-i", str(source), "--no-progress", "--no-overlay", "--window", "3", "--mask-threshold", "0.45"]
     assert main(["predict", *common, "--out", str(tmp_path / "torch"), "--checkpoint", str(qsd_checkpoint),
                  "--device", "cpu"]) == 0
     assert main(["predict", *common, "--out", str(tmp_path / "onnx"), "--runtime", "onnx", str(qsd_onnx[0])]) == 0
@@ -120,7 +120,7 @@ def test_predict_with_onnx_runtime_writes_what_torch_writes(tmp_path, capsys, ma
 
 def test_onnx_runtime_refuses_a_window_other_than_the_exported_clip_length(tmp_path, capsys, make_video, qsd_onnx):
     source = make_video(tmp_path / "clip.mp4", seconds=2)
-    code = main(["predict", str(source), "--out", str(tmp_path / "o"), "--no-progress", "--window", "5",
+    code = main(["predict", "-i", str(source), "--out", str(tmp_path / "o"), "--no-progress", "--window", "5",
                  "--runtime", "onnx", str(qsd_onnx[0])])
     err = capsys.readouterr().err
     assert code == 1 and "exported for clips of 3 frames" in err
@@ -158,8 +158,8 @@ def test_tpavi_exports_and_matches(tmp_path):
 
 
 def test_unsupported_models_and_bad_files_are_one_clear_line(tmp_path, capsys):
-    td = ["model.decomposition=none", "model.recombination=false", "model.local_calibration=false",
-          "model.separator=nmf", "model.tag_gating=false", "loss.audio_tagging=0"]
+    td = ["model.qsd.decomposition=none", "model.qsd.recombination=false", "model.qsd.local_calibration=false",
+          "model.qsd.separator=nmf", "model.extras.tag_gating=false", "loss.audio_tagging=0"]
     code = main(["export", str(QSD_CONFIG), *SMALL, *td, "--random-init", "--onnx", str(tmp_path / "td.onnx")])
     err = capsys.readouterr().err
     assert code == 2 and "row 2 (TD" in err and "NMFSeparator" in err and "Traceback" not in err
@@ -168,7 +168,7 @@ def test_unsupported_models_and_bad_files_are_one_clear_line(tmp_path, capsys):
     assert code == 2 and "--random-init" in capsys.readouterr().err
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a graph")
-    code = main(["predict", "video.mp4", "--out", str(tmp_path / "o"), "--runtime", "onnx", str(junk)])
+    code = main(["predict", "-i", "video.mp4", "--out", str(tmp_path / "o"), "--runtime", "onnx", str(junk)])
     err = capsys.readouterr().err
     assert code != 0 and "video.mp4" in err
     with pytest.raises(Exception, match="junk.onnx"):

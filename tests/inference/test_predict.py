@@ -57,7 +57,7 @@ def test_cli_writes_overlay_masks_and_json(tmp_path, capsys, make_video, video_i
                                            fps, size, audio_rate, channels, seconds):
     source = make_video(tmp_path / "clip.mp4", fps=fps, size=size, audio_rate=audio_rate, channels=channels,
                         seconds=seconds)
-    code, out, err = _run([source, "--out", tmp_path / "out", *cli_model], capsys)
+    code, out, err = _run(["-i", source, "--out", tmp_path / "out", *cli_model], capsys)
     assert code == 0, err
     assert "RANDOM INIT" in err and "MEANINGLESS" in err  # the loud warning
     report = _check_outputs(tmp_path / "out", source, video_info, entries=int(seconds))
@@ -66,7 +66,7 @@ def test_cli_writes_overlay_masks_and_json(tmp_path, capsys, make_video, video_i
     assert report["model"]["random_init"] is True and report["silent"] is False
     assert report["model"]["classes"][0] == "background" and len(report["model"]["classes"]) == 9
 
-    code, _, err = _run([source, "--out", tmp_path / "dense", "--fps", "2", "--no-overlay", "--batch", "2",
+    code, _, err = _run(["-i", source, "--out", tmp_path / "dense", "--fps", "2", "--no-overlay", "--batch-size", "2",
                          *cli_model], capsys)
     assert code == 0, err
     dense = json.loads((tmp_path / "dense/predictions.json").read_text())
@@ -75,11 +75,31 @@ def test_cli_writes_overlay_masks_and_json(tmp_path, capsys, make_video, video_i
     assert not (tmp_path / "dense/overlay.mp4").exists()
 
 
+def test_old_grammar_still_predicts_and_warns(tmp_path, capsys, make_video, cli_model):
+    """`avseg predict VIDEO --config CFG --random-init KEY=VALUE --batch N` (the grammar before
+    `avseg predict CFG KEY=VALUE -i VIDEO --random-init --batch-size N`) writes the same files."""
+    source = make_video(tmp_path / "clip.mp4", seconds=2, size=(64, 48))
+    config, *rest = cli_model
+    assert rest[-2:] == ["--random-init", "data.image_size=64"]  # the old form: overrides after the flag
+    code, _, err = _run([source, "--out", tmp_path / "old", "--no-overlay", "--config", config, "--batch", "2", *rest],
+                        capsys)
+    assert code == 0, err
+    for old in ("videos as positional arguments is deprecated", "--config is deprecated", "--batch is deprecated"):
+        assert err.count(old) == 1, err
+    code, _, err = _run(["-i", source, "--out", tmp_path / "new", "--no-overlay", "--batch-size", "2", *cli_model],
+                        capsys)
+    assert code == 0 and "deprecated" not in err, err
+    old, new = (json.loads((tmp_path / name / "predictions.json").read_text()) for name in ("old", "new"))
+    assert [f["objects"] for f in old["frames"]] == [f["objects"] for f in new["frames"]] and len(new["frames"]) == 2
+    for frame in new["frames"]:
+        assert (tmp_path / "old" / frame["mask"]).read_bytes() == (tmp_path / "new" / frame["mask"]).read_bytes()
+
+
 def test_thirty_second_video_streams_one_frame_per_second(tmp_path, capsys, make_video, video_info,
                                                                    cli_model, predictor, monkeypatch):
     source = make_video(tmp_path / "long.mp4", fps=fractions.Fraction(73, 10), size=(64, 48), seconds=30,
                         audio_rate=16000, channels=1)
-    code, _, err = _run([source, "--out", tmp_path / "one", *cli_model], capsys)
+    code, _, err = _run(["-i", source, "--out", tmp_path / "one", *cli_model], capsys)
     assert code == 0, err
     one = _check_outputs(tmp_path / "one", source, video_info, entries=30)
     assert one["video"]["frames"] == 219 and one["video"]["duration"] == pytest.approx(30.0, abs=1e-3)
@@ -122,7 +142,7 @@ def test_several_inputs_one_folder_each_and_bad_files_reported(tmp_path, capsys,
     second = make_video(tmp_path / "b/clip.mp4", seconds=1, size=(64, 48), fps=fractions.Fraction(25))
     noise = tmp_path / "noise.mp4"
     noise.write_bytes(np.random.default_rng(0).integers(0, 256, 4096, dtype=np.uint8).tobytes())
-    code, out, err = _run([first, noise, second, "--out", tmp_path / "out", *cli_model], capsys)
+    code, out, err = _run(["-i", first, "-i", noise, "-i", second, "--out", tmp_path / "out", *cli_model], capsys)
     assert code == 1
     assert f"{noise}: not a readable video" in err and "Traceback" not in err
     assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["clip", "clip-2"]
@@ -138,10 +158,10 @@ def test_video_without_audio_needs_allow_silent(tmp_path, capsys, make_video, vi
         predictor.predict_video(source, tmp_path / "api")
     with pytest.warns(UserWarning, match="running on silence"):
         assert predictor.predict_video(source, allow_silent=True)["silent"] is True
-    code, _, err = _run([source, "--out", tmp_path / "out", *cli_model], capsys)
+    code, _, err = _run(["-i", source, "--out", tmp_path / "out", *cli_model], capsys)
     assert code == 1 and f"video {source}: has no audio track" in err and "--allow-silent" in err
     assert not (tmp_path / "out/predictions.json").exists()
-    code, out, err = _run([source, "--out", tmp_path / "out", "--allow-silent", *cli_model], capsys)
+    code, out, err = _run(["-i", source, "--out", tmp_path / "out", "--allow-silent", *cli_model], capsys)
     assert code == 0, err
     assert "running on silence" in err and "on silence" in out
     report = _check_outputs(tmp_path / "out", source, video_info, entries=2, audio=False)
@@ -151,7 +171,7 @@ def test_video_without_audio_needs_allow_silent(tmp_path, capsys, make_video, vi
 def test_random_bytes_fail_cleanly_in_a_real_process(tmp_path, cli_model):
     noise = tmp_path / "holiday.mov"
     noise.write_bytes(os.urandom(3000))
-    result = subprocess.run([sys.executable, "-m", "avseg.cli", "predict", str(noise), "--out", str(tmp_path / "o"),
+    result = subprocess.run([sys.executable, "-m", "avseg.cli", "predict", "-i", str(noise), "--out", str(tmp_path / "o"),
                              *cli_model], capture_output=True, text=True, timeout=240)
     assert result.returncode != 0
     assert str(noise) in result.stderr and "Traceback" not in result.stderr
@@ -159,7 +179,7 @@ def test_random_bytes_fail_cleanly_in_a_real_process(tmp_path, cli_model):
 
 def test_checkpoint_with_class_names_and_a_dense_model(tmp_path, capsys, make_video, tpavi_checkpoint):
     source = make_video(tmp_path / "clip.mp4", seconds=2, size=(80, 60), audio_rate=44100, channels=2)
-    code, out, err = _run([source, "--out", tmp_path / "out", "--checkpoint", tpavi_checkpoint, "--device", "cpu",
+    code, out, err = _run(["-i", source, "--out", tmp_path / "out", "--checkpoint", tpavi_checkpoint, "--device", "cpu",
                            "--no-progress", "--window", "3"], capsys)
     assert code == 0, err
     report = json.loads((tmp_path / "out/predictions.json").read_text())
@@ -171,7 +191,7 @@ def test_checkpoint_with_class_names_and_a_dense_model(tmp_path, capsys, make_vi
         for obj in frame["objects"]:
             x0, y0, x1, y1 = obj["box"]
             assert obj["class"] == "sounding" and 0 <= x0 < x1 <= 80 and 0 <= y0 < y1 <= 60
-    code, _, err = _run([source, "data.image_size=32", "--out", tmp_path / "o2", "--checkpoint", tpavi_checkpoint],
+    code, _, err = _run(["-i", source, "data.image_size=32", "--out", tmp_path / "o2", "--checkpoint", tpavi_checkpoint],
                         capsys)
     assert code == 2 and "overrides" in err
 

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def _predict(video, out, cli_model, *extra):
-    result = subprocess.run([sys.executable, "-m", "avseg.cli", "predict", str(video), "--out", str(out), "--no-overlay",
+    result = subprocess.run([sys.executable, "-m", "avseg.cli", "predict", "-i", str(video), "--out", str(out), "--no-overlay",
                              *extra, *cli_model], cwd=ROOT, capture_output=True, text=True, timeout=300,
                             env={**os.environ, "OMP_NUM_THREADS": "1"})
     return result

@@ -17,7 +17,7 @@ from avseg.models.tpavi import TPAVI
 CONFIGS = sorted(str(p) for p in Path("configs").rglob("*.yaml") if "study" not in p.parts)  # study specs: tests/study
 SMALL = [
     "data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-    "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16", "model.tpavi_channels=16",
+    "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16", "model.tpavi.channels=16",
     "model.backbone_weights=", "audio.vggish_weights=", "audio.encoder=tiny",
 ]
 
@@ -40,8 +40,8 @@ def test_pvtb5_configs_carry_the_official_settings(task, epochs, avm):
     # in windows of 5, L_AVM 0.5 on MS3 / AVSS (off on S4), Adam lr 1e-4 without decay, batch 4
     config = load_config(f"configs/tpavi_pvtb5_{task}.yaml")
     m = config.model
-    assert (m.name, m.backbone, m.backbone_drop_path, m.tpavi_stages, m.tpavi_window) == ("tpavi", "pvtb5", 0.1, [0, 1, 2, 3], 5)
-    assert m.tpavi_audio_bias == (task != "avss") and m.num_classes == (70 if task == "avss" else 1)
+    assert (m.name, m.backbone, m.backbone_drop_path, m.tpavi.stages, m.tpavi.window) == ("tpavi", "pvtb5", 0.1, [0, 1, 2, 3], 5)
+    assert m.tpavi.audio_bias == (task != "avss") and m.num_classes == (70 if task == "avss" else 1)
     assert (config.loss.tpavi_avm_weight, config.loss.tpavi_avm_form) == (avm, "kl")
     t = config.train
     assert (t.epochs, t.lr, t.weight_decay, t.lr_drop_epochs, config.data.batch_size) == (epochs, 1e-4, 0.0, [], 4)
@@ -82,7 +82,7 @@ def test_shipped_config_builds_runs_and_listens(path):
         channels = 1 if config.model.num_classes == 1 else config.model.num_classes + 1
         assert out["semantic_logits"].shape == (frames, channels, 64, 64)
         return
-    candidates = config.model.num_tokens * (config.model.num_sources if isinstance(model, SeparateThenSegment) else 1)
+    candidates = config.model.qsd.num_tokens * (config.model.qsd.num_sources if isinstance(model, SeparateThenSegment) else 1)
     assert out["pred_logits"].shape == (frames, candidates, config.model.num_classes)
     assert out["pred_masks"].shape == (frames, candidates, 16, 16)
     assert out["pred_boxes"].shape == (frames, candidates, 4)
@@ -107,7 +107,7 @@ def test_each_ablation_row_changes_what_it_claims():
 
 @pytest.mark.parametrize("override, key", [
     ("model.name=detr", "model.name"), ("model.backbone=vgg", "model.backbone"),
-    ("model.decomposition=maybe", "model.decomposition"), ("audio.encoder=wav2vec", "audio.encoder"),
+    ("model.qsd.decomposition=maybe", "model.qsd.decomposition"), ("audio.encoder=wav2vec", "audio.encoder"),
 ])
 def test_bad_model_settings_name_the_key(override, key):
     with pytest.raises(UserError, match=key.replace(".", r"\.")):
@@ -127,13 +127,13 @@ def test_audio_tagging_head_exists_only_when_its_loss_is_on():
     from avseg.models.build import build_criterion
 
     plain_config = load_config("configs/cpu/qsd_r18_synth_avss.yaml", [*SMALL, "loss.audio_tagging=0",
-                                                                       "model.tag_gating=false"])
+                                                                       "model.extras.tag_gating=false"])
     plain = build_model(plain_config)
     assert plain.audio_tag_head is None
     assert "audio_tag_logits" not in plain(**random_inputs(plain_config, batch=1, frames=2))
     assert build_criterion(plain_config).audio_tagging == 0.0
     config = load_config("configs/cpu/qsd_r18_synth_avss.yaml", [*SMALL, "loss.audio_tagging=1.0",
-                                                                 "model.tag_gating=false"])
+                                                                 "model.extras.tag_gating=false"])
     out = build_model(config)(**random_inputs(config, batch=1, frames=2))
     assert out["audio_tag_logits"].shape == (2, config.model.num_classes)
     assert build_criterion(config).audio_tagging == 1.0

@@ -175,7 +175,7 @@ def test_each_config_key_sets_its_own_matching_cost_and_loss_weight():
     overrides = [f"loss.{k}={v}" for k, v in weights.items()]
     config = load_config("configs/cpu/qsd_r18_synth_avss.yaml",
                          [*overrides, "loss.focal_alpha=0.4", "loss.focal_gamma=1.0", "loss.audio_tagging=0",
-                          "model.tag_gating=false", "model.num_classes=3", "loss.lambda_vq=0.7", "loss.beta=0.3"])
+                          "model.extras.tag_gating=false", "model.num_classes=3", "loss.lambda_vq=0.7", "loss.beta=0.3"])
     criterion = build_criterion(config)
     outputs, target = _outputs(1), _target(3)
     cost = criterion.matcher.cost_matrix(

@@ -7,9 +7,9 @@ from avseg.config import load_config
 from avseg.models.build import build_model
 
 SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16",
+         "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16",
          # the paper's gradient-updated codebook (the demo config turns on EMA upkeep)
-         "model.codebook_ema=false", "model.kmeans_init=false", "model.dead_code_threshold=0"]
+         "model.quantizer.codebook_ema=false", "model.quantizer.kmeans_init=false", "model.quantizer.dead_code_threshold=0"]
 
 
 def build(*overrides):
@@ -59,7 +59,7 @@ def test_local_tokens_never_move_the_codebook():
 
 
 def test_ema_codebook_statistics_change_only_through_global_tokens():
-    model = build("model.codebook_ema=true").train()
+    model = build("model.quantizer.codebook_ema=true").train()
     quantizer = model.quantizer
     before = quantizer.embed_sum.clone()
     local = torch.randn(4, 5, 32)
@@ -83,7 +83,7 @@ def test_padded_frames_do_not_change_real_frames_outputs():
 
 def test_codebook_from_local_lets_the_queries_move_the_codebook():
     # gradient mode: the local codebook term now reaches E (it is summed into codebook_loss)
-    model = build("model.codebook_from_local=true").train()
+    model = build("model.extras.codebook_from_local=true").train()
     out = model(*inputs())
     global_only = build().train()(*inputs())["vq"]["codebook_loss"]
     assert not torch.allclose(out["vq"]["codebook_loss"], global_only)
@@ -95,7 +95,7 @@ def test_codebook_from_local_lets_the_queries_move_the_codebook():
 
 
 def test_codebook_from_local_seeds_kmeans_with_the_frame_tokens():
-    model = build("model.codebook_from_local=true", "model.codebook_ema=true", "model.kmeans_init=true").train()
+    model = build("model.extras.codebook_from_local=true", "model.quantizer.codebook_ema=true", "model.quantizer.kmeans_init=true").train()
     frames, log_mel, present = inputs()
     seen = []
     model.quantizer.register_forward_hook(lambda mod, args, kwargs, out: seen.append((args[0].shape, kwargs)),
@@ -115,12 +115,12 @@ def test_codebook_from_local_needs_local_calibration():
     from avseg.errors import UserError
 
     with pytest.raises(UserError, match="codebook_from_local needs local tokens"):
-        build("model.codebook_from_local=true", "model.local_calibration=false")
+        build("model.extras.codebook_from_local=true", "model.qsd.local_calibration=false")
 
 
 def test_codebook_warmup_runs_continuous_tokens_then_quantizes():
-    model = build("model.codebook_warmup_steps=2", "model.codebook_ema=true", "model.kmeans_init=true",
-                  "model.codebook_from_local=true").train()
+    model = build("model.extras.codebook_warmup_steps=2", "model.quantizer.codebook_ema=true", "model.quantizer.kmeans_init=true",
+                  "model.extras.codebook_from_local=true").train()
     frames, log_mel, present = inputs()
     assert model(frames, log_mel, present)["vq"] == {}  # continuous tokens, no VQ loss
     model.eval()
@@ -136,13 +136,13 @@ def test_codebook_warmup_runs_continuous_tokens_then_quantizes():
 def test_checkpoints_without_the_warmup_counter_still_load():
     model = build()
     state = {k: v for k, v in model.state_dict().items() if k != "warmup_steps_left"}
-    fresh = build("model.codebook_warmup_steps=5")
+    fresh = build("model.extras.codebook_warmup_steps=5")
     fresh.load_state_dict(state)
     assert int(fresh.warmup_steps_left) == 0 and fresh.quantizing
 
 
 def test_time_frequency_memory_feeds_the_local_asd():
-    model = build("model.audio_memory=time_frequency").train()
+    model = build("model.extras.audio_memory=time_frequency").train()
     seen = []
     model.local_asd.register_forward_hook(lambda mod, args, out: seen.append(args[0].shape))
     out = model(*inputs())
@@ -152,11 +152,11 @@ def test_time_frequency_memory_feeds_the_local_asd():
 
 
 def test_checkpoints_from_before_the_extras_module_still_load():
-    model = build("model.audio_memory=time_frequency").eval()
+    model = build("model.extras.audio_memory=time_frequency").eval()
     renamed = {key.replace("audio_tf.proj.", "audio_tf_proj.").replace("audio_tf.pos", "audio_tf_pos"): value
                for key, value in model.state_dict().items()}
     assert "audio_tf_pos" in renamed and "audio_tf_proj.weight" in renamed  # the old names
-    fresh = build("model.audio_memory=time_frequency").eval()
+    fresh = build("model.extras.audio_memory=time_frequency").eval()
     fresh.load_state_dict(renamed)  # strict
     assert torch.equal(fresh.audio_tf.pos, model.audio_tf.pos)
     assert torch.equal(fresh.audio_tf.proj.weight, model.audio_tf.proj.weight)
@@ -168,9 +168,9 @@ def test_time_frequency_memory_needs_local_calibration():
     from avseg.errors import UserError
 
     with pytest.raises(UserError, match="audio_memory=time_frequency feeds the local ASD"):
-        build("model.audio_memory=time_frequency", "model.local_calibration=false")
-    with pytest.raises(UserError, match="model.audio_memory 'spectrum'"):
-        build("model.audio_memory=spectrum")
+        build("model.extras.audio_memory=time_frequency", "model.qsd.local_calibration=false")
+    with pytest.raises(UserError, match="model.extras.audio_memory 'spectrum'"):
+        build("model.extras.audio_memory=spectrum")
 
 
 def test_gate_logits_multiplies_the_probabilities():
@@ -184,14 +184,14 @@ def test_gate_logits_multiplies_the_probabilities():
 
 
 def test_tag_gating_silences_classes_the_audio_tags_rule_out():
-    model = build("loss.audio_tagging=1", "model.tag_gating=true").eval()
+    model = build("loss.audio_tagging=1", "model.extras.tag_gating=true").eval()
     with torch.no_grad():
         model.audio_tag_head.bias.fill_(-30.0)  # every class "silent" in every frame
         model.audio_tag_head.weight.zero_()
         out = model(*inputs())
     for o in (out, *out["aux_outputs"]):
         assert o["pred_logits"].sigmoid().max() < 1e-12
-    plain = build("loss.audio_tagging=1", "model.tag_gating=false").eval()
+    plain = build("loss.audio_tagging=1", "model.extras.tag_gating=false").eval()
     with torch.no_grad():
         assert plain(*inputs())["pred_logits"].sigmoid().max() > 1e-6
 
@@ -202,7 +202,7 @@ def test_tag_gating_needs_the_tagging_loss():
     from avseg.errors import UserError
 
     with pytest.raises(UserError, match="tag_gating"):
-        build("model.tag_gating=true", "loss.audio_tagging=0")
+        build("model.extras.tag_gating=true", "loss.audio_tagging=0")
 
 
 def _nearest_codewords(tokens, codebook):
@@ -282,7 +282,7 @@ def test_each_part_of_the_full_model_changes_the_output(part):
 
 def test_local_query_audio_adds_the_frames_fused_audio_to_the_quantized_local_tokens():
     """Extras (row-6 diagnosis): queries = q(L_t) + F_av[t], the same F_av[t] as rows 3-5 add."""
-    model = build("model.local_query_audio=true").eval()
+    model = build("model.extras.local_query_audio=true").eval()
     frames, log_mel, present = inputs()
     fused = {}
     model.fusion.register_forward_hook(lambda m, a, out: fused.__setitem__("f", out))
@@ -296,7 +296,7 @@ def test_local_query_audio_adds_the_frames_fused_audio_to_the_quantized_local_to
 
 
 def test_local_reads_global_puts_the_clips_global_tokens_in_each_frames_memory():
-    model = build("model.local_reads_global=true").eval()
+    model = build("model.extras.local_reads_global=true").eval()
     frames, log_mel, present = inputs()
     seen = {}
     model.local_asd.register_forward_hook(lambda m, a, out: seen.__setitem__("memory", a[0]))
@@ -313,7 +313,7 @@ def test_row6_diagnosis_options_need_local_calibration():
     from avseg.errors import UserError
 
     for option in ("local_query_audio", "local_reads_global"):
-        with pytest.raises(UserError, match=f"model.{option} changes the local ASD"):
-            build(f"model.{option}=true", "model.local_calibration=false")
+        with pytest.raises(UserError, match=f"model.extras.{option} changes the local ASD"):
+            build(f"model.extras.{option}=true", "model.qsd.local_calibration=false")
     with pytest.raises(UserError, match="choose one"):
-        build("model.local_reads_global=true", "model.codebook_from_local=true")
+        build("model.extras.local_reads_global=true", "model.extras.codebook_from_local=true")

@@ -12,8 +12,8 @@ ROOT = Path(__file__).resolve().parents[2]
 CONFIG = "configs/cpu/qsd_r18_synth_ms3.yaml"
 SIZE = 32
 SMALL = [f"data.image_size={SIZE}", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64",
-         "model.encoder_layers=1", "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16",
-         "model.num_tokens=3", "data.num_workers=0", "train.log_every=1", "train.eval_every=0",
+         "model.encoder_layers=1", "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16",
+         "model.qsd.num_tokens=3", "data.num_workers=0", "train.log_every=1", "train.eval_every=0",
          "train.lr_drop_epochs=[]", "data.batch_size=2"]
 
 

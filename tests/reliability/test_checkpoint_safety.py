@@ -31,13 +31,13 @@ def _damage(path, tensor: torch.Tensor, fill: bytes) -> None:
 def test_checkpoint_naming_a_function_imports_and_calls_nothing(run_copy, ms3_root, tmp_path):
     for name in ("os:_exit", "time:sleep"):
         checkpoint = load_checkpoint(run_copy / "last.pt")
-        checkpoint["config"]["model"]["separator"] = name
+        checkpoint["config"]["model"]["qsd"]["separator"] = name
         evil = tmp_path / f"evil_{name.replace(':', '_')}.pt"
         torch.save(checkpoint, evil)  # passes torch.load(weights_only=True)
         line = assert_one_line_error(_eval(evil, ms3_root, tmp_path), "eval", str(evil), name, "cannot name code")
         assert "refused" in line
     sys.modules.pop("tests_plugin_separator", None)
-    checkpoint["config"]["model"]["separator"] = "tests_plugin_separator:factory"
+    checkpoint["config"]["model"]["qsd"]["separator"] = "tests_plugin_separator:factory"
     from avseg.engine.checkpoint import checked_config
 
     with pytest.raises(UserError, match="cannot name code"):

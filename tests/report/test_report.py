@@ -11,7 +11,7 @@ from avseg.data.synth import SynthConfig, generate
 from avseg.engine.train import train
 
 SMALL = ["data.image_size=48", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.asd_layers=1", "model.decoder_layers=2", "model.codebook_size=16", "model.num_classes=4",
+         "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16", "model.num_classes=4",
          "train.max_steps=2", "train.log_every=1", "data.batch_size=2", "data.num_workers=0", "train.num_workers=0"]
 
 

@@ -106,14 +106,14 @@ def test_every_row_of_the_shipped_specs_builds_its_model(tmp_path):
     from avseg.study.spec import run_config
 
     small = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-             "model.asd_layers=1", "model.decoder_layers=1", "model.codebook_size=16"]
+             "model.qsd.asd_layers=1", "model.decoder_layers=1", "model.quantizer.codebook_size=16"]
     for name in ("medium", "quick"):
         spec = load_spec(f"configs/study/{name}.yaml")
         spec.overrides = list(spec.overrides) + small
         for row in spec.rows:
             config = run_config(spec, row.name, 0, tmp_path / "data", tmp_path / row.name, None)
             assert config.seed == 0 and config.train.epochs == spec.schedule.epochs
-            assert config.model.tag_gating == ("model.tag_gating=true" in row.overrides)
+            assert config.model.extras.tag_gating == ("model.extras.tag_gating=true" in row.overrides)
             model = build_model(config)
             core = model.baseline if isinstance(model, SeparateThenSegment) else model
-            assert isinstance(core, QSD) and core.switches.decomposition == config.model.decomposition
+            assert isinstance(core, QSD) and core.switches.decomposition == config.model.qsd.decomposition

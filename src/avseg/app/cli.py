@@ -1,4 +1,4 @@
-"""`avseg app (--checkpoint CKPT | --config CFG --random-init) [--host H] [--port P] ...`.
+"""`avseg app (--checkpoint CKPT | CONFIG [key=value ...] --random-init) [--host H] [--port P] ...`.
 
 Starts the web page of `avseg.app.page` and serves it until Ctrl-C or SIGTERM (both remove its
 temp folder of results). It binds 127.0.0.1 unless --host says otherwise; uploads over
@@ -37,18 +37,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def run_cli(args: argparse.Namespace) -> int:
     from avseg.data.synth.video import ensure_examples, list_examples
     from avseg.app.results import max_upload_bytes
-    from avseg.inference.cli import OVERRIDE_PATTERN, build_predictor
+    from avseg.cli_common import config_and_overrides
+    from avseg.inference.cli import build_predictor
 
-    overrides = list(args.random_init or ())
-    for item in overrides:
-        if not OVERRIDE_PATTERN.match(item):
-            raise UserError(f"--random-init {item}: expected a dotted config override KEY=VALUE "
-                            "(e.g. data.image_size=64)")
+    config, overrides = config_and_overrides(args)
     if not 0 <= args.port <= 65535:
         raise UserError(f"--port {args.port}: must lie in [0, 65535] (0: the first free one from 7860)")
     max_upload_bytes(args.max_upload_mb)
     examples = list_examples(args.examples) if args.examples is not None else None
-    predictor = build_predictor(args, overrides)  # prints the random-init warning itself
+    predictor = build_predictor(args, config, overrides)  # prints the random-init warning itself
     if examples is None:
         print("avseg app: preparing the synthetic example videos ...", file=sys.stderr, flush=True)
         examples = ensure_examples(predictor.class_names)

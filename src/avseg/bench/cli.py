@@ -6,35 +6,22 @@ import argparse
 import importlib
 from pathlib import Path
 
+from avseg.cli_common import IntermixedParser, add_config_arguments, add_device_argument, resolve_device_name
 from avseg.data.layouts import LAYOUTS
 from avseg.errors import UserError
+
+DEVICE_HELP = "device of the measured runs: auto (default: cuda if available, else cpu), cpu or cuda"
 
 
 def _list(text: str) -> list[str]:
     return [item.strip() for item in text.split(",") if item.strip()]
 
 
-class _IntermixedParser(argparse.ArgumentParser):
-    """A suite's parser: positional arguments may stand before and after the options
-    (`avseg bench train CONFIG --steps 3 data.image_size=112`), which plain argparse refuses."""
-
-    _parsing = False
-
-    def parse_known_args(self, args=None, namespace=None):
-        if self._parsing:  # parse_known_intermixed_args calls back in here (Python < 3.13)
-            return super().parse_known_args(args, namespace)
-        self._parsing = True
-        try:
-            return self.parse_known_intermixed_args(args, namespace)
-        finally:
-            self._parsing = False
-
-
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    suites = parser.add_subparsers(dest="suite", metavar="SUITE", required=True, parser_class=_IntermixedParser)
+    suites = parser.add_subparsers(dest="suite", metavar="SUITE", required=True, parser_class=IntermixedParser)
     speed = suites.add_parser("speed", help="inference speed and memory: backbone, QSD, Table-2 rows, TPAVI",
                               description="Inference speed and memory, side by side, one subprocess per row.")
-    speed.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
+    add_device_argument(speed, help=DEVICE_HELP)
     speed.add_argument("--backbones", type=_list, default=["r50", "swint", "pvtb2"], help="comma-separated (default r50,swint,pvtb2)")
     from avseg.bench.speed import ROWS
 
@@ -76,15 +63,15 @@ def _add_data(suites) -> None:
         "data", help="DataLoader throughput per worker count against the training step rate",
         description="Writes a small synthetic set (avseg synth) in a temporary folder, measures the clips/s "
                     "of the project's training DataLoader for each worker count, and divides it by the clips/s "
-                    "of a training step of --config at the same image size (target: 2 workers >= 3x).")
+                    "of a training step of CONFIG at the same image size (target: 2 workers >= 3x).")
     data.add_argument("--workers", default="0,1,2", help="comma-separated DataLoader worker counts (default 0,1,2)")
     data.add_argument("--clips", type=int, help="synthetic clips (default: as many as the timed batches need)")
     data.add_argument("--layout", choices=LAYOUTS,
-                      help="synthetic layout (default: the data set of --config)")
+                      help="synthetic layout (default: the data set of CONFIG)")
     data.add_argument("--batches", type=int, default=20, help="timed batches per worker count (default 20)")
-    data.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (loader and training)")
-    data.add_argument("--config", help="the training config: its loader settings and its step rate (default "
-                                       "configs/qsd_r50_LAYOUT.yaml, LAYOUT avss unless given; random init)")
+    add_config_arguments(data, required=False, config_alias=True,
+                         help="the training config: its loader settings and its step rate (default "
+                              "configs/qsd_r50_LAYOUT.yaml, LAYOUT avss unless given; random init)")
     _add_step_options(data, steps=3, warmup=1, image_size=224)
     _add_common(data)
 
@@ -95,15 +82,14 @@ def _add_predict(suites) -> None:
         description="Writes synthetic test videos (with sound) of the given lengths, runs the predict path "
                     "(avseg.Predictor.predict_video, masks, overlay and json written) on each in its own "
                     "subprocess and reports wall time, real-time factor, frames and peak resident memory.")
-    predict.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="config overrides (with --config)")
+    add_config_arguments(predict, required=False, config_alias=True,
+                         help="config of an untrained model (with --random-init; default configs/qsd_r50_avss.yaml)")
     predict.add_argument("--seconds", default="10,60", help="comma-separated video lengths (default 10,60)")
     predict.add_argument("--modes", default="1fps,dense",
                          help="comma-separated: 1fps (the default of avseg predict), Nfps, dense (every frame)")
-    predict.add_argument("--config", help="config of an untrained model (with --random-init; default "
-                                          "configs/qsd_r50_avss.yaml)")
-    predict.add_argument("--random-init", action="store_true", help="with --config: random weights")
+    predict.add_argument("--random-init", action="store_true", help="with CONFIG: random weights")
     predict.add_argument("--checkpoint", help="a trained avseg checkpoint instead")
-    predict.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    add_device_argument(predict)
     predict.add_argument("--video-size", default="320x240", help="test video WIDTHxHEIGHT (default 320x240)")
     predict.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
     predict.add_argument("--json", type=Path, help="also write the rows as JSON here")
@@ -111,7 +97,7 @@ def _add_predict(suites) -> None:
 
 def _add_step_options(parser: argparse.ArgumentParser, *, steps: int, warmup: int, image_size: int | None) -> None:
     """The options of a measured training step (train, and data's comparison)."""
-    parser.add_argument("--device", default="cpu", choices=("cpu", "cuda"), help="device of the training steps")
+    add_device_argument(parser, help=DEVICE_HELP)
     parser.add_argument("--steps", type=int, default=steps, help=f"timed training steps (median; default {steps})")
     parser.add_argument("--warmup", type=int, default=warmup,
                         help=f"untimed training steps first (default {warmup}; torch.compile compiles in them)")
@@ -126,6 +112,7 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 
 def run_cli(args: argparse.Namespace) -> int:
+    args.device = resolve_device_name(args.device)
     if args.suite == "speed":
         from avseg.bench.common import write_rows
         from avseg.bench.speed import format_speed_table, run_speed

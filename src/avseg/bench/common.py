@@ -16,7 +16,6 @@ from dataclasses import asdict, is_dataclass
 from pathlib import Path
 from typing import Callable
 
-from avseg.config import OVERRIDE_PATTERN
 from avseg.errors import UserError
 
 RANDOM_INIT = ["model.backbone_weights=", "audio.vggish_weights="]  # weight files -> random init
@@ -63,22 +62,6 @@ def worker_main(measure: Callable[[dict], object]) -> None:
         print(f"error: {err}", file=sys.stderr)
         sys.exit(2)
     print(json.dumps(asdict(row) if is_dataclass(row) else row))
-
-
-def split_overrides(items: list[str]) -> tuple[list[str], list[str]]:
-    """Positional arguments as (paths, dotted KEY=VALUE overrides); an existing file is a path."""
-    paths, overrides = [], []
-    for item in items:
-        (overrides if OVERRIDE_PATTERN.match(item) and not Path(item).exists() else paths).append(item)
-    return paths, overrides
-
-
-def overrides_only(items: list[str]) -> list[str]:
-    """Positional arguments that must all be dotted KEY=VALUE config overrides."""
-    paths, overrides = split_overrides(items)
-    if paths:
-        raise UserError(f"unexpected argument {paths[0]}: expected config overrides KEY=VALUE")
-    return overrides
 
 
 def int_list(text: str, option: str, minimum: int = 0) -> list[int]:

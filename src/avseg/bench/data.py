@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from itertools import islice
 from pathlib import Path
 
-from avseg.bench.common import RANDOM_INIT, check_at_least, check_device, fmt, int_list, overrides_only, write_rows
+from avseg.bench.common import RANDOM_INIT, check_at_least, check_device, fmt, int_list, write_rows
 from avseg.config import Config, load_config
 from avseg.data.layouts import LAYOUTS
 from avseg.errors import UserError
@@ -65,10 +65,10 @@ def loader_config(config_path: str, layout: str | None, root: Path, image_size: 
     """The config whose `data` section the loader is built from, pointed at the synthetic set."""
     config = load_config(config_path, RANDOM_INIT + [f"data.image_size={image_size}", *overrides])
     if config.data.dataset not in LAYOUTS:
-        raise UserError(f"--config {config_path} trains on {config.data.dataset}; bench data needs an "
+        raise UserError(f"CONFIG {config_path} trains on {config.data.dataset}; bench data needs an "
                         f"{', '.join(LAYOUTS)} config")
     if layout is not None and layout != config.data.dataset:
-        raise UserError(f"--layout {layout} but --config {config_path} trains on {config.data.dataset}; "
+        raise UserError(f"--layout {layout} but CONFIG {config_path} trains on {config.data.dataset}; "
                         f"give a config of the same data set (e.g. {DEFAULT_CONFIG.format(layout=layout)})")
     config.data.root = str(root)
     return config
@@ -159,12 +159,14 @@ def format_data_table(rows: list[DataRow]) -> str:
 
 
 def run_cli(args) -> int:
-    overrides = overrides_only(args.overrides)
+    from avseg.cli_common import config_and_overrides
+
+    config, overrides = config_and_overrides(args)
     workers = int_list(args.workers, "--workers")
     check_at_least(clips=(args.clips, 1), image_size=(args.image_size, 32), batches=(args.batches, 1),
                    steps=(args.steps, 1), warmup=(args.warmup, 0))
     check_device(args.device)
-    config = args.config or DEFAULT_CONFIG.format(layout=args.layout or "avss")
+    config = config or DEFAULT_CONFIG.format(layout=args.layout or "avss")
     rows = run_data(config, layout=args.layout, workers=workers, clips=args.clips, image_size=args.image_size,
                     batches=args.batches, device=args.device, steps=args.steps, warmup=args.warmup,
                     overrides=overrides, isolate=not args.no_isolate, progress=lambda m: print(m, flush=True))

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avseg.bench.common import (RANDOM_INIT, WEIGHT_WARNINGS, check_device, int_list, overrides_only, peak_rss_mb,
+from avseg.bench.common import (RANDOM_INIT, WEIGHT_WARNINGS, check_device, int_list, peak_rss_mb,
                                 run_worker, worker_main, write_rows)
 from avseg.errors import UserError
 
@@ -167,17 +167,19 @@ def format_predict_table(rows: list[PredictRow]) -> str:
 
 
 def run_cli(args) -> int:
-    overrides = overrides_only(args.overrides)
-    if args.checkpoint is not None and (args.config is not None or args.random_init or overrides):
-        raise UserError("give either --checkpoint (a trained model) or --config with --random-init "
+    from avseg.cli_common import config_and_overrides
+
+    config, overrides = config_and_overrides(args)
+    if args.checkpoint is not None and (config is not None or args.random_init or overrides):
+        raise UserError("give either --checkpoint (a trained model) or CONFIG with --random-init "
                         "(and config overrides), not both")
-    if args.config is not None and not args.random_init:
-        raise UserError(f"--config {args.config} builds an untrained model: add --random-init (a speed run "
+    if config is not None and not args.random_init:
+        raise UserError(f"CONFIG {config} builds an untrained model: add --random-init (a speed run "
                         "needs no trained weights) or give --checkpoint")
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if not modes:
         raise UserError("--modes: give at least one of 1fps, Nfps, dense")
-    rows = run_predict(int_list(args.seconds, "--seconds", minimum=1), modes, config=args.config,
+    rows = run_predict(int_list(args.seconds, "--seconds", minimum=1), modes, config=config,
                        overrides=overrides, checkpoint=args.checkpoint, device=args.device,
                        size=parse_size(args.video_size), overlay=not args.no_overlay,
                        progress=lambda m: print(m, flush=True))

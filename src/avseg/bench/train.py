@@ -125,7 +125,7 @@ def synthetic_batch(config: Config, batch_size: int, generator: torch.Generator)
                 semantic[t, y0:y0 + h, x0:x0 + w] = int(torch.randint(1, classes + 1, (1,), generator=generator))
         masks, labels = zip(*(targets_from_semantic(frame) for frame in semantic))
         waveform = None
-        if config.data.load_waveform or config.model.separator:
+        if config.data.load_waveform or config.model.qsd.separator:
             waveform = torch.randn(frames * 16000, generator=generator) * 0.1
         samples.append(Sample(
             frames=torch.randn(frames, 3, size, size, generator=generator),
@@ -254,9 +254,10 @@ def format_train_table(rows: list[TrainRow]) -> str:
 
 
 def run_cli(args) -> int:
-    from avseg.bench.common import check_at_least, split_overrides, write_rows
+    from avseg.bench.common import check_at_least, write_rows
+    from avseg.cli_common import split_items
 
-    configs, overrides = split_overrides(args.items)
+    configs, overrides = split_items(args.items)
     check_at_least(steps=(args.steps, 1), warmup=(args.warmup, 0), batch_size=(args.batch_size, 1),
                    image_size=(args.image_size, 32))
     check_device(args.device)

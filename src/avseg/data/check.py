@@ -277,14 +277,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="layout of ROOT: s4 (Single-source folder), ms3 (Multi-sources folder), "
                              "avss (AVSBench_semantic folder, also Single+), vpo (VPO folder)")
     parser.add_argument("root", type=Path, metavar="ROOT", help="the data set folder, as unpacked")
-    parser.add_argument("--quiet", action="store_true",
-                        help="no progress bar, and no output at all when every clip is OK")
+    from avseg.cli_common import add_progress_argument
+
+    add_progress_argument(parser, "no progress bar, and no output at all when every clip is OK", old="--quiet")
 
 
 def run_cli(args: argparse.Namespace) -> int:
     """Print one line per problem and a summary; 0 = all OK, 1 = problems, 2 = bad ROOT."""
     try:
-        report = run_checks(args.layout, args.root, progress=not args.quiet)
+        report = run_checks(args.layout, args.root, progress=not args.no_progress)
     except UserError:
         raise
     except Exception as err:  # never a traceback
@@ -292,7 +293,7 @@ def run_cli(args: argparse.Namespace) -> int:
         return 1
     for problem in report.problems:
         print(problem)
-    print_summary(report, quiet=args.quiet)
+    print_summary(report, quiet=args.no_progress)
     return 1 if report.problems else 0
 
 

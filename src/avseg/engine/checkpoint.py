@@ -155,7 +155,7 @@ def verify_tensors(path: str | Path, checkpoint: dict) -> None:
 def checked_config(path: str | Path, stored: dict, trusted: Config | None = None) -> Config:
     """The config a checkpoint stores, rebuilt from the closed registries only.
 
-    A `module:function` model.separator is refused, unless `trusted` (the user's own config,
+    A `module:function` model.qsd.separator is refused, unless `trusted` (the user's own config,
     given with --allow-import) names the same one. Weight files and the opt-in to unpickling
     data are never taken from a checkpoint.
     """
@@ -165,11 +165,11 @@ def checked_config(path: str | Path, stored: dict, trusted: Config | None = None
         config = config_from_dict(stored)
     except UserError as err:
         raise UserError(f"{path}: {err}") from None
-    name = config.model.separator
+    name = config.model.qsd.separator
     if name and name not in SEPARATORS:
-        allowed = is_import_path(name) and trusted is not None and trusted.model.separator == name
+        allowed = is_import_path(name) and trusted is not None and trusted.model.qsd.separator == name
         if not allowed:
-            raise UserError(f"{path}: its config names model.separator '{name}', not one of avseg's "
+            raise UserError(f"{path}: its config names model.qsd.separator '{name}', not one of avseg's "
                             f"({', '.join(SEPARATORS)}); a checkpoint cannot name code: refused")
     config.model.backbone_weights = config.audio.vggish_weights = config.audio.tiny_weights = ""
     if config.data.use_log_mel_pkl:

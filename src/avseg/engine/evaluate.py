@@ -287,14 +287,17 @@ def add_cli_arguments(parser) -> None:
                         help="write predicted masks at the ground truth's relative paths under DIR")
     parser.add_argument("--overlays", metavar="DIR", default=None, help="write frames with the prediction blended in")
     parser.add_argument("--batch-size", type=int, default=0, help="clips per batch (default: train.eval_batch_size or data.batch_size)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (there is none when stderr is not a terminal)")
     parser.add_argument("--allow-import", action="store_true",
-                        help="the checkpoint may use the package.module:factory model.separator that CONFIG names "
+                        help="the checkpoint may use the package.module:factory model.qsd.separator that CONFIG names "
                              "(imports that code); a checkpoint alone never names code")
     add_precision_arguments(parser)
 
 
 def add_precision_arguments(parser) -> None:
-    """--amp / --compile, shared by `avseg train` and `avseg eval` (they set train.amp / train.compile)."""
+    """--device / --amp / --compile, shared by `avseg train` and `avseg eval` (train.device / amp / compile)."""
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="sets train.device (the configs' default: auto, cuda if available, else cpu)")
     parser.add_argument("--amp", choices=("none", "bf16", "fp16"), default=None,
                         help="autocast: bf16 (CUDA and CPU) or fp16 (CUDA, with a GradScaler); sets train.amp")
     parser.add_argument("--compile", action="store_true", default=None,
@@ -302,7 +305,8 @@ def add_precision_arguments(parser) -> None:
 
 
 def precision_overrides(args) -> list[str]:
-    return ([f"train.amp={args.amp}"] if args.amp else []) + (["train.compile=true"] if args.compile else [])
+    return ([f"train.amp={args.amp}"] if args.amp else []) + (["train.compile=true"] if args.compile else []) + \
+        ([f"train.device={args.device}"] if args.device else [])
 
 
 def run_cli(args) -> int:
@@ -333,7 +337,7 @@ def run_cli(args) -> int:
         model = compile_model(model, device)
     loader = evaluation_loader(config, split)
     result = evaluate(model, loader, config, split=split, device=device, save_masks=args.save_masks,
-                      overlays=args.overlays, progress=sys.stderr.isatty())
+                      overlays=args.overlays, progress=sys.stderr.isatty() and not args.no_progress)
     header = {"checkpoint": str(args.checkpoint), "step": checkpoint.get("step"), "dataset": config.data.dataset,
               "root": config.data.root, "split": split}
     metrics_path, table_path = write_results(Path(args.out or config.output_dir), result, names, header)

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from avseg.config import Config, config_to_dict
+from avseg.config_compat import translate_tree
 from avseg.data.build import (EpochSeededDataset, SkipDamaged, batches_per_epoch, build_dataset, build_loader,
                               check_num_classes, collate_skipping)
 from avseg.data.build import class_names as dataset_class_names
@@ -48,7 +49,10 @@ class TrainingDiverged(UserError):
 
 
 def _model_section(config: dict) -> dict:
-    """The model section without the weight-file path (irrelevant once trained weights exist)."""
+    """The model section without the weight-file path (irrelevant once trained weights exist);
+    a config stored with the old flat model keys is read into the sections first."""
+    config = {"model": dict(config.get("model", {}))}
+    translate_tree(config)  # moves keys within the copied model dict only
     return {k: v for k, v in config.get("model", {}).items() if k != "backbone_weights"}
 
 

@@ -18,7 +18,7 @@ def add_cli_arguments(parser) -> None:
     parser.add_argument("--resume", metavar="CKPT|auto",
                         help="continue from a checkpoint's exact state; 'auto' = OUTPUT_DIR/last.pt if it exists")
     parser.add_argument("--allow-import", action="store_true",
-                        help="honour a package.module:factory model.separator in CONFIG (imports that code)")
+                        help="honour a package.module:factory model.qsd.separator in CONFIG (imports that code)")
     add_precision_arguments(parser)
     parser.epilog = ("Multi-GPU: torchrun --nproc_per_node N -m avseg.cli train CONFIG ...; "
                      "see docs/training.md (multi-node, AMP, determinism, CAVP pairing).")

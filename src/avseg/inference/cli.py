@@ -1,4 +1,8 @@
-"""`avseg predict VIDEO [VIDEO ...] --out DIR (--checkpoint CKPT | --config CFG --random-init)`.
+"""`avseg predict [CONFIG] [key=value ...] -i VIDEO [-i VIDEO ...] --out DIR (--checkpoint CKPT | --random-init)`.
+
+CONFIG (with `--random-init`): an untrained model from a config; a checkpoint carries its own
+config. The old grammar (videos as positional arguments, `--config CFG`, `--random-init KEY=VALUE`,
+`--batch`) still works this release, with a warning.
 
 One Predictor for all inputs; each video is processed as a stream (`avseg.inference.predictor`). A video that
 fails is reported in one line naming it and the others go on; the exit status is then 1.
@@ -11,7 +15,9 @@ import sys
 import warnings
 from pathlib import Path
 
-from avseg.config import OVERRIDE_PATTERN
+from avseg.cli_common import (add_batch_size_argument, add_config_arguments, add_device_argument,
+                              add_progress_argument, config_overrides_paths, warn_deprecated)
+from avseg.config import ConfigDeprecationWarning
 from avseg.errors import UserError
 from avseg.inference.outputs import check_output_dir
 from avseg.inference.predictor import DEFAULT_WINDOW, RANDOM_INIT_WARNING, Predictor, check_audio
@@ -21,13 +27,13 @@ from avseg.inference.video import probe_video
 
 def add_model_arguments(parser: argparse.ArgumentParser, meaningless: str) -> None:
     """Where the model comes from, and its output thresholds (shared by `predict` and `app`)."""
+    add_config_arguments(parser, required=False, config_alias=True,
+                         help="a config to build an UNTRAINED model from (with --random-init)")
     source = parser.add_argument_group("model")
-    source.add_argument("--checkpoint", type=Path, help="a trained avseg checkpoint")
-    source.add_argument("--config", type=Path, help="a config to build an UNTRAINED model from (needs --random-init)")
-    source.add_argument("--random-init", nargs="*", default=None, metavar="KEY=VALUE",
-                        help=f"with --config: random weights, {meaningless}; "
-                             "dotted config overrides may follow, e.g. --random-init data.image_size=64")
-    source.add_argument("--device", default="auto", help="cpu, cuda, cuda:1, ... (default: cuda if available)")
+    source.add_argument("--checkpoint", type=Path, help="a trained avseg checkpoint (it carries its config)")
+    source.add_argument("--random-init", action="store_true",
+                        help=f"with CONFIG: random weights, {meaningless}")
+    add_device_argument(source)
     source.add_argument("--mask-threshold", type=float, default=0.5,
                         help="QSD on semantic data: mask probability a pixel needs (default 0.5)")
     source.add_argument("--score-threshold", type=float, default=0.3,
@@ -35,12 +41,12 @@ def add_model_arguments(parser: argparse.ArgumentParser, meaningless: str) -> No
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("inputs", nargs="+", metavar="VIDEO",
-                        help="video files (any container and codec FFmpeg reads)")
+    parser.add_argument("-i", "--input", dest="videos", action="append", default=[], metavar="VIDEO",
+                        help="a video file (any container and codec FFmpeg reads); repeat for several: -i a.mp4 -i b.mp4")
     parser.add_argument("--out", required=True, type=Path, help="output folder (one sub-folder per video when several)")
     add_model_arguments(parser, "the output is MEANINGLESS (smoke / speed runs)")
     parser.add_argument("--runtime", nargs="+", default=["torch"], metavar=("torch|onnx", "MODEL.onnx"),
-                        help="torch (default: the PyTorch model of --checkpoint / --config), or onnx MODEL.onnx: "
+                        help="torch (default: the PyTorch model of --checkpoint / CONFIG), or onnx MODEL.onnx: "
                              "a graph written by `avseg export`, run by ONNX Runtime on the CPU")
     sampling = parser.add_mutually_exclusive_group()
     sampling.add_argument("--fps", type=float, default=1.0,
@@ -48,22 +54,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     sampling.add_argument("--every-frame", action="store_true", help="process every decoded frame")
     parser.add_argument("--window", type=int, default=None,
                         help=f"frames per model call (default {DEFAULT_WINDOW}, the clip length of AVSBench)")
-    parser.add_argument("--batch", type=int, default=1, help="windows per model call (default 1)")
+    add_batch_size_argument(parser, 1, "windows per model call (default 1)", old="--batch")
     parser.add_argument("--allow-silent", action="store_true", help="run videos without an audio track on silence")
     parser.add_argument("--no-overlay", action="store_true", help="do not write overlay.mp4")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bar")
+    add_progress_argument(parser)
     parser.add_argument("--overwrite", action="store_true",
                         help="write into a non-empty output folder, replacing only an earlier avseg predict's files")
-
-
-def _split_inputs(inputs: list[str]) -> tuple[list[Path], list[str]]:
-    videos, overrides = [], []
-    for item in inputs:
-        if OVERRIDE_PATTERN.match(item) and not Path(item).exists():
-            overrides.append(item)
-        else:
-            videos.append(Path(item))
-    return videos, overrides
 
 
 def output_dirs(videos: list[Path], out: Path) -> list[Path]:
@@ -83,34 +79,36 @@ def output_dirs(videos: list[Path], out: Path) -> list[Path]:
     return dirs
 
 
-def build_predictor(args: argparse.Namespace, overrides: list[str]) -> Predictor:
+def build_predictor(args: argparse.Namespace, config: str | None, overrides: list[str]) -> Predictor:
+    """The Predictor of `add_model_arguments`' options: a checkpoint, CONFIG with --random-init, or ONNX."""
     thresholds = {"mask_threshold": args.mask_threshold, "score_threshold": args.score_threshold}
     runtime = getattr(args, "runtime", None) or ["torch"]
     if runtime[0] not in ("torch", "onnx") or len(runtime) != (2 if runtime[0] == "onnx" else 1):
         raise UserError(f"--runtime {' '.join(runtime)}: expected 'torch' or 'onnx MODEL.onnx'")
     if runtime[0] == "onnx":
-        if args.checkpoint is not None or args.config is not None or overrides or args.random_init is not None:
+        if args.checkpoint is not None or config is not None or overrides or args.random_init:
             raise UserError("--runtime onnx MODEL.onnx: the graph carries its model and config; "
-                            "give no --checkpoint, --config, overrides or --random-init")
+                            "give no --checkpoint, CONFIG, overrides or --random-init")
         if args.device not in ("auto", "cpu"):
             raise UserError(f"--device {args.device}: --runtime onnx runs on the CPU")
         return Predictor.from_onnx(runtime[1], **thresholds)
-    if args.checkpoint is not None and args.config is not None:
-        raise UserError("give either --checkpoint (a trained model) or --config with --random-init, not both")
+    if args.checkpoint is not None and config is not None:
+        raise UserError("give either --checkpoint (a trained model) or CONFIG with --random-init, not both")
     if args.checkpoint is not None:
-        if overrides or args.random_init is not None:
+        if overrides or args.random_init:
             raise UserError("--checkpoint rebuilds the model from its stored config: config overrides and "
-                            "--random-init only go with --config")
+                            "--random-init only go with CONFIG")
         return Predictor.from_checkpoint(args.checkpoint, device=args.device, **thresholds)
-    if args.config is None:
-        raise UserError("no model: give --checkpoint CKPT (or --config CFG --random-init for a smoke run)")
-    if args.random_init is None:
-        raise UserError(f"--config {args.config} builds an untrained model; add --random-init to run it anyway "
+    if config is None:
+        raise UserError("no model: give --checkpoint CKPT (or CONFIG --random-init for a smoke run)")
+    if not args.random_init:
+        raise UserError(f"CONFIG {config} builds an untrained model; add --random-init to run it anyway "
                         "(its output is meaningless) or give --checkpoint")
     print(f"\n*** WARNING: {RANDOM_INIT_WARNING} ***\n", file=sys.stderr, flush=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return Predictor.from_config(args.config, overrides, device=args.device, **thresholds)
+        warnings.simplefilter("default", ConfigDeprecationWarning)  # old config keys are still named
+        return Predictor.from_config(config, overrides, device=args.device, **thresholds)
 
 
 def _print_warning(message, category, filename, lineno, file=None, line=None) -> None:
@@ -118,18 +116,16 @@ def _print_warning(message, category, filename, lineno, file=None, line=None) ->
 
 
 def run_cli(args: argparse.Namespace) -> int:
-    videos, overrides = _split_inputs(args.inputs)
-    for item in args.random_init or ():
-        if not OVERRIDE_PATTERN.match(item):
-            raise UserError(f"--random-init {item}: expected a dotted config override KEY=VALUE "
-                            "(e.g. data.image_size=64); put videos before the options")
-        overrides.append(item)
+    config, overrides, old_videos = config_overrides_paths(args, other_paths=True)
+    if old_videos:
+        warn_deprecated("videos as positional arguments", "-i/--input VIDEO (the positional argument is CONFIG)")
+    videos = [Path(v) for v in [*args.videos, *old_videos]]
     if not videos:
-        raise UserError("no video given")
+        raise UserError("no video given: add -i VIDEO (repeatable)")
     if not args.fps > 0:
         raise UserError(f"--fps {args.fps}: must be a positive number of frames per second")
-    if (args.window is not None and args.window < 1) or args.batch < 1:
-        raise UserError(f"--window ({args.window}) and --batch ({args.batch}) must be at least 1")
+    if (args.window is not None and args.window < 1) or args.batch_size < 1:
+        raise UserError(f"--window ({args.window}) and --batch-size ({args.batch_size}) must be at least 1")
     failed, ready = [], []
     for video, out in zip(videos, output_dirs(videos, args.out)):
         try:  # report unusable inputs at once, before the model is loaded and long videos run
@@ -140,7 +136,7 @@ def run_cli(args: argparse.Namespace) -> int:
             _report_failure(err, video, failed)
     if not ready:
         return _summary(failed, len(videos))
-    predictor = build_predictor(args, overrides)
+    predictor = build_predictor(args, config, overrides)
     for video, out in ready:
         try:
             with warnings.catch_warnings():
@@ -148,7 +144,7 @@ def run_cli(args: argparse.Namespace) -> int:
                 warnings.showwarning = _print_warning
                 report = predictor.predict_video(
                     video, out, fps=args.fps, every_frame=args.every_frame, window=args.window,
-                    batch=args.batch, allow_silent=args.allow_silent, overlay=not args.no_overlay,
+                    batch=args.batch_size, allow_silent=args.allow_silent, overlay=not args.no_overlay,
                     progress=not args.no_progress, overwrite=args.overwrite)
         except (UserError, OSError) as err:  # OSError: the output folder cannot be written
             _report_failure(err, video, failed)

@@ -46,7 +46,7 @@ def output_names(model: nn.Module) -> tuple[str, ...]:
     from avseg.models.tpavi import TPAVI
 
     if isinstance(model, SeparateThenSegment):
-        raise UserError("cannot export Table 2 row 2 (TD, model.separator): its audio separator "
+        raise UserError("cannot export Table 2 row 2 (TD, model.qsd.separator): its audio separator "
                         f"({type(model.separator).__name__}) runs on the CPU outside the network (NumPy / "
                         "scikit-learn NMF) and has no ONNX form; export the rows without a separator")
     if isinstance(model, TPAVI):

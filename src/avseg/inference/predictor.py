@@ -287,7 +287,7 @@ class Predictor:
             raise UserError(f"--window {window}: the ONNX graph {self.onnx_path} was exported for clips of "
                             f"{self.default_window} frames (avseg export --frames)")
         if window < 1 or batch < 1:
-            raise UserError(f"--window ({window}) and --batch ({batch}) must be at least 1")
+            raise UserError(f"window ({window}) and batch ({batch}) must be at least 1")
         if rate is not None and not rate > 0:
             raise UserError(f"--fps {rate}: must be a positive number of frames per second")
         from tqdm import tqdm

@@ -44,8 +44,9 @@ def _check(config: Config) -> None:
     model = config.model
     if model.name not in MODELS:
         raise UserError(f"model.name '{model.name}': expected one of {', '.join(MODELS)}")
-    if model.decomposition not in DECOMPOSITIONS:
-        raise UserError(f"model.decomposition '{model.decomposition}': expected one of {', '.join(DECOMPOSITIONS)}")
+    if model.qsd.decomposition not in DECOMPOSITIONS:
+        raise UserError(f"model.qsd.decomposition '{model.qsd.decomposition}': expected one of "
+                        f"{', '.join(DECOMPOSITIONS)}")
     if model.backbone not in BACKBONES:
         raise UserError(f"model.backbone '{model.backbone}': expected one of {', '.join(BACKBONES)}")
     if model.d_model % model.n_heads:
@@ -55,29 +56,29 @@ def _check(config: Config) -> None:
 
 
 def qsd_switches(config: Config) -> QSDSwitches:
-    model = config.model
+    qsd = config.model.qsd
     try:
-        return QSDSwitches(model.decomposition, model.recombination, model.local_calibration)
+        return QSDSwitches(qsd.decomposition, qsd.recombination, qsd.local_calibration)
     except ValueError as err:
-        raise UserError(f"model.decomposition / recombination / local_calibration: {err}") from None
+        raise UserError(f"model.qsd.decomposition / recombination / local_calibration: {err}") from None
 
 
 def qsd_extras(config: Config) -> QSDExtras:
     """The non-paper options of the config, checked once (`QSDExtras.check`); UserError names the key."""
-    m = config.model
+    m, x = config.model, config.model.extras
     extras = QSDExtras(audio_tagging_classes=m.num_classes if config.loss.audio_tagging > 0 else 0,
-                       tag_gating=m.tag_gating, codebook_from_local=m.codebook_from_local,
-                       codebook_warmup_steps=m.codebook_warmup_steps, audio_memory=m.audio_memory,
-                       local_query_audio=m.local_query_audio, local_reads_global=m.local_reads_global)
+                       tag_gating=x.tag_gating, codebook_from_local=x.codebook_from_local,
+                       codebook_warmup_steps=x.codebook_warmup_steps, audio_memory=x.audio_memory,
+                       local_query_audio=x.local_query_audio, local_reads_global=x.local_reads_global)
     try:
-        extras.check(local_calibration=m.local_calibration)
+        extras.check(local_calibration=m.qsd.local_calibration)
     except ValueError as err:
         raise UserError(str(err)) from None
     return extras
 
 
 def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audio_dim: int) -> QSD:
-    m = config.model
+    m, q, vq = config.model, config.model.qsd, config.model.quantizer
     switches = qsd_switches(config)
     extras = qsd_extras(config)
     decoded = switches.decomposition != "none"
@@ -91,15 +92,15 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
                                  n_heads=m.n_heads, ffn_dim=m.ffn_dim, num_levels=3, mask_dim=m.mask_dim,
                                  dropout=m.dropout),
         fpn=FPN(backbone.channels[0], m.d_model, m.mask_dim),
-        num_tokens=m.num_tokens, switches=switches,
-        global_asd=AudioSemanticDecoder(m.d_model, m.num_tokens, m.asd_layers, m.n_heads, m.ffn_dim, m.dropout) if decoded else None,
-        local_asd=AudioSemanticDecoder(m.d_model, m.num_tokens, m.asd_layers, m.n_heads, m.ffn_dim, m.dropout)
+        num_tokens=q.num_tokens, switches=switches,
+        global_asd=AudioSemanticDecoder(m.d_model, q.num_tokens, q.asd_layers, m.n_heads, m.ffn_dim, m.dropout) if decoded else None,
+        local_asd=AudioSemanticDecoder(m.d_model, q.num_tokens, q.asd_layers, m.n_heads, m.ffn_dim, m.dropout)
         if switches.local_calibration else None,
-        quantizer=SharedCodebookQuantizer(dim=m.d_model, codebook_size=m.codebook_size, ema=m.codebook_ema,
-                                          decay=m.codebook_decay, dead_code_threshold=m.dead_code_threshold,
-                                          kmeans_init=m.kmeans_init)
+        quantizer=SharedCodebookQuantizer(dim=m.d_model, codebook_size=vq.codebook_size, ema=vq.codebook_ema,
+                                          decay=vq.codebook_decay, dead_code_threshold=vq.dead_code_threshold,
+                                          kmeans_init=vq.kmeans_init)
         if switches.decomposition == "quantized" else None,
-        recombination=SemanticRecombination(m.d_model, m.num_tokens, 3) if switches.recombination else None,
+        recombination=SemanticRecombination(m.d_model, q.num_tokens, 3) if switches.recombination else None,
         freeze_audio_encoder=config.audio.freeze, extras=extras,
     )
 
@@ -129,7 +130,7 @@ def build_criterion(config: Config) -> nn.Module:
 def build_model(config: Config, *, allow_import: bool = False) -> nn.Module:
     """QSD (any Table-2 row), the TD wrapper of row 2, or TPAVI, as the config says.
 
-    allow_import: honour a "package.module:factory" model.separator (only for a config the user
+    allow_import: honour a "package.module:factory" model.qsd.separator (only for a config the user
     passed on the command line with --allow-import; never for one read from a checkpoint).
     """
     _check(config)
@@ -139,13 +140,15 @@ def build_model(config: Config, *, allow_import: bool = False) -> nn.Module:
     audio_encoder, audio_dim = build_audio_encoder(config)
     if m.name == "tpavi":
         outputs = 1 if m.num_classes == 1 else m.num_classes + 1
-        return TPAVI(backbone=backbone, audio_encoder=audio_encoder, audio_dim=audio_dim, channels=m.tpavi_channels,
-                     num_outputs=outputs, stages=tuple(m.tpavi_stages), freeze_audio_encoder=config.audio.freeze,
-                     window=m.tpavi_window, audio_bias=m.tpavi_audio_bias)
+        return TPAVI(backbone=backbone, audio_encoder=audio_encoder, audio_dim=audio_dim, channels=m.tpavi.channels,
+                     num_outputs=outputs, stages=tuple(m.tpavi.stages), freeze_audio_encoder=config.audio.freeze,
+                     window=m.tpavi.window, audio_bias=m.tpavi.audio_bias)
     model = build_qsd(config, backbone, audio_encoder, audio_dim)
-    if m.separator:
-        if m.decomposition != "none":
-            raise UserError("model.separator (row 2, TD) runs the baseline per source: set model.decomposition=none")
-        separator = build_separator(m.separator, m.num_sources, allow_import=allow_import)
-        return SeparateThenSegment(model, separator, m.num_sources)
+    q = m.qsd
+    if q.separator:
+        if q.decomposition != "none":
+            raise UserError("model.qsd.separator (row 2, TD) runs the baseline per source: "
+                            "set model.qsd.decomposition=none")
+        separator = build_separator(q.separator, q.num_sources, allow_import=allow_import)
+        return SeparateThenSegment(model, separator, q.num_sources)
     return model

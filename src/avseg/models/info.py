@@ -34,7 +34,7 @@ def random_inputs(config: Config, batch: int, frames: int) -> dict:
         "log_mel": torch.randn(batch, frames, 96, 64),
         "frame_present": torch.ones(batch, frames, dtype=torch.bool),
     }
-    if config.model.separator:
+    if config.model.qsd.separator:
         inputs["waveform"] = torch.randn(batch, frames * 16000) * 0.1
     return inputs
 
@@ -43,8 +43,9 @@ def _core(model: nn.Module) -> nn.Module:
     return getattr(model, "baseline", model)  # the TD wrapper holds the baseline
 
 
-def describe(model: nn.Module, config: Config, *, batch: int = 1, frames: int = 5) -> ModelInfo:
-    """Parameters per part, FLOPs and output shapes of one forward pass on random input."""
+def describe(model: nn.Module, config: Config, *, batch: int = 1, frames: int = 5,
+             device: str | torch.device = "cpu") -> ModelInfo:
+    """Parameters per part, FLOPs and output shapes of one forward pass on random input on `device`."""
     core = _core(model)
     parts = []
     for name in PARTS:
@@ -54,12 +55,16 @@ def describe(model: nn.Module, config: Config, *, batch: int = 1, frames: int = 
             parts.append((name, sum(p.numel() for p in params), sum(p.numel() for p in params if p.requires_grad)))
     all_params = list(model.parameters())
     total = (sum(p.numel() for p in all_params), sum(p.numel() for p in all_params if p.requires_grad))
-    inputs = random_inputs(config, batch, frames)
-    model.eval()
+    device = torch.device(device)
+    inputs = {k: v.to(device) for k, v in random_inputs(config, batch, frames).items()}
+    model.to(device).eval()
     gflops = count_gflops(model, inputs)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _: None)
     with torch.no_grad():
+        sync(device)
         start = time.perf_counter()
         outputs = model(**inputs)
+        sync(device)
         elapsed = (time.perf_counter() - start) * 1000
     shapes = {k: tuple(v.shape) for k, v in outputs.items() if torch.is_tensor(v)}
     return ModelInfo(parts, total, gflops, shapes, elapsed)
@@ -73,7 +78,7 @@ def count_gflops(model: nn.Module, inputs: dict) -> float:
     return counter.get_total_flops() / 1e9
 
 
-def format_info(info: ModelInfo, config: Config, frames: int) -> str:
+def format_info(info: ModelInfo, config: Config, frames: int, device: str = "cpu") -> str:
     m = config.model
     lines = [
         f"model {m.name}  backbone {m.backbone}  classes {m.num_classes}  "
@@ -82,19 +87,21 @@ def format_info(info: ModelInfo, config: Config, frames: int) -> str:
     ]
     lines += [f"{name:<16}{total:>14,}{trainable:>14,}" for name, total, trainable in info.parts]
     lines.append(f"{'total':<16}{info.total[0]:>14,}{info.total[1]:>14,}")
-    lines.append(f"GFLOPs per clip: {info.gflops:.2f}   forward: {info.forward_ms:.0f} ms (CPU, one clip)")
+    lines.append(f"GFLOPs per clip: {info.gflops:.2f}   forward: {info.forward_ms:.0f} ms ({device}, one clip)")
     lines += [f"output {key}: {list(shape)}" for key, shape in info.outputs.items()]
     return "\n".join(lines)
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="YAML config (e.g. configs/qsd_r50_s4.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.num_tokens=3")
+    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.qsd.num_tokens=3")
     parser.add_argument("--frames", type=int, default=5, help="frames per clip of the random input (default 5)")
     parser.add_argument("--random-init", action="store_true",
                         help="ignore the weight files named in the config (random backbone and VGGish)")
     parser.add_argument("--allow-import", action="store_true",
-                        help="honour a package.module:factory model.separator in CONFIG (imports that code)")
+                        help="honour a package.module:factory model.qsd.separator in CONFIG (imports that code)")
+    parser.add_argument("--device", default="auto",
+                        help="device of the timed forward pass: auto (default: cuda if available, else cpu), cpu, cuda")
 
 
 def run_cli(args: argparse.Namespace) -> int:
@@ -105,5 +112,7 @@ def run_cli(args: argparse.Namespace) -> int:
         overrides += ["model.backbone_weights=", "audio.vggish_weights="]
     config = load_config(args.config, overrides)
     model = build_model(config, allow_import=args.allow_import)
-    print(format_info(describe(model, config, frames=args.frames), config, args.frames))
+    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    info = describe(model, config, frames=args.frames, device=device)
+    print(format_info(info, config, args.frames, device=str(device)))
     return 0

@@ -79,7 +79,7 @@ class QSD(nn.Module):
         self.audio_tf = None
         if extras.audio_memory == "time_frequency":
             if not hasattr(audio_encoder, "feature_map"):
-                raise ValueError("model.audio_memory=time_frequency needs an audio encoder with feature_map/embed "
+                raise ValueError("model.extras.audio_memory=time_frequency needs an audio encoder with feature_map/embed "
                                  "(VGGish, tiny)")
             self.audio_tf = TimeFrequencyMemory(audio_encoder.tokens_dim, d_model)
         self.fusion = fusion

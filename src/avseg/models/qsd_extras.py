@@ -5,17 +5,17 @@ place that says which combinations make sense. The paper's model is `QSDExtras()
 
 - `audio_tagging_classes` (config: `loss.audio_tagging > 0`): a linear audio-tagging head on F_a,
   trained to name each second's sounding classes.
-- `tag_gating` (`model.tag_gating`): each token's class probability times the frame's audio-tag
+- `tag_gating` (`model.extras.tag_gating`): each token's class probability times the frame's audio-tag
   probability of that class (needs the tagging head).
-- `codebook_from_local` (`model.codebook_from_local`): the local tokens, the decoder's queries,
+- `codebook_from_local` (`model.extras.codebook_from_local`): the local tokens, the decoder's queries,
   also update the codebook (and seed its k-means init).
-- `codebook_warmup_steps` (`model.codebook_warmup_steps`): continuous tokens for the first N
+- `codebook_warmup_steps` (`model.extras.codebook_warmup_steps`): continuous tokens for the first N
   training steps, quantization after.
-- `audio_memory` (`model.audio_memory`): "time_frequency" lets the local ASD also read the audio
+- `audio_memory` (`model.extras.audio_memory`): "time_frequency" lets the local ASD also read the audio
   encoder's 6 x 4 time-frequency cells of each second, not only its one embedding.
-- `local_query_audio` (`model.local_query_audio`): row 6's queries are the quantized local tokens
+- `local_query_audio` (`model.extras.local_query_audio`): row 6's queries are the quantized local tokens
   plus the frame's fused audio F_av[t], as rows 3-5's are their global tokens plus F_av[t].
-- `local_reads_global` (`model.local_reads_global`): the local ASD's memory of frame t also holds
+- `local_reads_global` (`model.extras.local_reads_global`): the local ASD's memory of frame t also holds
   the clip's K global tokens (quantized when quantizing), not only F_av[t].
 """
 
@@ -44,25 +44,25 @@ class QSDExtras:
     def check(self, *, local_calibration: bool) -> None:
         """ValueError naming the config option when a combination cannot work."""
         if self.audio_memory not in AUDIO_MEMORIES:
-            raise ValueError(f"model.audio_memory '{self.audio_memory}': expected one of {', '.join(AUDIO_MEMORIES)}")
+            raise ValueError(f"model.extras.audio_memory '{self.audio_memory}': expected one of {', '.join(AUDIO_MEMORIES)}")
         if self.audio_memory == "time_frequency" and not local_calibration:
-            raise ValueError("model.audio_memory=time_frequency feeds the local ASD: set model.local_calibration=true "
-                             "(with model.decomposition=quantized)")
+            raise ValueError("model.extras.audio_memory=time_frequency feeds the local ASD: set model.qsd.local_calibration=true "
+                             "(with model.qsd.decomposition=quantized)")
         if self.tag_gating and self.audio_tagging_classes <= 0:
-            raise ValueError("model.tag_gating multiplies class scores by the audio-tagging head's: "
+            raise ValueError("model.extras.tag_gating multiplies class scores by the audio-tagging head's: "
                              "set loss.audio_tagging > 0")
         if self.codebook_from_local and not local_calibration:
-            raise ValueError("model.codebook_from_local needs local tokens: set model.local_calibration=true "
-                             "(with model.decomposition=quantized)")
+            raise ValueError("model.extras.codebook_from_local needs local tokens: set model.qsd.local_calibration=true "
+                             "(with model.qsd.decomposition=quantized)")
         for name in ("local_query_audio", "local_reads_global"):
             if getattr(self, name) and not local_calibration:
-                raise ValueError(f"model.{name} changes the local ASD: set model.local_calibration=true "
-                                 "(with model.decomposition=quantized)")
+                raise ValueError(f"model.extras.{name} changes the local ASD: set model.qsd.local_calibration=true "
+                                 "(with model.qsd.decomposition=quantized)")
         if self.local_reads_global and self.codebook_from_local:
-            raise ValueError("model.local_reads_global needs the global tokens before the local ones, "
-                             "model.codebook_from_local the local ones first: choose one")
+            raise ValueError("model.extras.local_reads_global needs the global tokens before the local ones, "
+                             "model.extras.codebook_from_local the local ones first: choose one")
         if self.codebook_warmup_steps < 0:
-            raise ValueError(f"model.codebook_warmup_steps must be >= 0, got {self.codebook_warmup_steps}")
+            raise ValueError(f"model.extras.codebook_warmup_steps must be >= 0, got {self.codebook_warmup_steps}")
 
 
 def gate_logits(class_logits: Tensor, tag_logits: Tensor) -> Tensor:

@@ -4,7 +4,7 @@ A separator is any callable `(waveform [samples] float32 at 16 kHz) -> [S, sampl
 shipped here is classical: non-negative matrix factorisation (scikit-learn) of the magnitude
 spectrogram, one group of NMF components per source, and soft (Wiener-like) masks on the complex
 STFT. Separators are named from a closed registry (`SEPARATORS`: "nmf"). Users plug their own (a
-neural one, say) with `model.separator=package.module:factory`, where `factory(num_sources)`
+neural one, say) with `model.qsd.separator=package.module:factory`, where `factory(num_sources)`
 returns such a callable, but only from a config they pass on the command line with
 `--allow-import` (`build_separator(..., allow_import=True)`): a checkpoint never names code.
 """
@@ -96,16 +96,16 @@ def build_separator(name: str, num_sources: int, *, allow_import: bool = False) 
     if name in SEPARATORS:
         return SEPARATORS[name](num_sources)
     if not is_import_path(name):
-        raise UserError(f"model.separator '{name}': expected one of {', '.join(SEPARATORS)} "
+        raise UserError(f"model.qsd.separator '{name}': expected one of {', '.join(SEPARATORS)} "
                         "(or package.module:factory with --allow-import)")
     if not allow_import:
-        raise UserError(f"model.separator '{name}' is an import path: code is imported only from a config "
+        raise UserError(f"model.qsd.separator '{name}' is an import path: code is imported only from a config "
                         "you pass on the command line with --allow-import")
     module_name, _, attribute = name.partition(":")
     try:
         factory = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as err:
-        raise UserError(f"model.separator '{name}': cannot import it ({err})") from None
+        raise UserError(f"model.qsd.separator '{name}': cannot import it ({err})") from None
     return factory(num_sources)
 
 

@@ -237,6 +237,6 @@ def from_official(path: str | Path, *, task: str, backbone: str = "r50", vggish_
     state = read_official(path)
     config = official_config(task, backbone).model
     model = TPAVI(backbone=Backbone(config.backbone, image_size=224), audio_encoder=load_vggish(vggish_weights or None),
-                  num_outputs=TASKS[task], window=config.tpavi_window, audio_bias=config.tpavi_audio_bias)
+                  num_outputs=TASKS[task], window=config.tpavi.window, audio_bias=config.tpavi.audio_bias)
     model.load_state_dict(convert_state_dict(state, model.state_dict(), str(path)), strict=False)
     return model.eval()

@@ -121,8 +121,8 @@ def official_config(task: str, backbone: str, vggish_weights: str = "") -> Confi
     model = config.model
     model.name, model.backbone, model.backbone_weights = "tpavi", OFFICIAL_BACKBONES[backbone], ""
     model.num_classes = 1 if TASKS[task] == 1 else TASKS[task] - 1
-    model.tpavi_channels, model.tpavi_stages = 256, [0, 1, 2, 3]
-    model.tpavi_window, model.tpavi_audio_bias = OFFICIAL_WINDOW, task != "avss"
+    model.tpavi.channels, model.tpavi.stages = 256, [0, 1, 2, 3]
+    model.tpavi.window, model.tpavi.audio_bias = OFFICIAL_WINDOW, task != "avss"
     config.output_dir = f"runs/tpavi_{backbone}_{task}_official"
     return config
 

@@ -15,6 +15,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
                         help="spec overrides, e.g. seeds=[0,1] schedule.epochs=4")
     parser.add_argument("--out", type=Path, required=True,
                         help="study folder; the same command resumes a killed study there")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), default=None,
+                        help="train.device of every run (default: the base config's, auto: cuda if available)")
     parser.add_argument("--report-only", action="store_true",
                         help="only re-aggregate the finished runs into results.json / results.md / report.html")
     parser.add_argument("--export", type=Path, metavar="DIR",
@@ -26,7 +28,7 @@ def run_cli(args: argparse.Namespace) -> int:
     from avseg.study.aggregate import write_results
     from avseg.study.runner import machine, run_study
 
-    spec = load_spec(args.spec, args.overrides)
+    spec = load_spec(args.spec, [*args.overrides, *([f"device={args.device}"] if args.device else [])])
     started = time.perf_counter()
     if args.report_only:
         results = write_results(spec, args.out, session_seconds=0.0, machine=machine())

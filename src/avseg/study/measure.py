@@ -165,8 +165,8 @@ def measure_model(model: nn.Module, config: Config, synth_root: str | Path, *, s
     shuffled_metric = TaskMetric("semantic", names, 5) if shuffled else None
     binary = AVSBenchMetric(5, clips_per_batch=4, probabilities=True)
     tally = ObjectTally()
-    global_counts = np.zeros(config.model.codebook_size, np.int64)
-    local_counts = np.zeros(config.model.codebook_size, np.int64)
+    global_counts = np.zeros(config.model.quantizer.codebook_size, np.int64)
+    local_counts = np.zeros(config.model.quantizer.codebook_size, np.int64)
     recorder = TokenRecorder(model) if tokens else None
     token_rows, token_meta = [], []
     code_sets: dict[str, set] = {"global": set(), "local": set()}

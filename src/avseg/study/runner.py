@@ -166,13 +166,29 @@ def train_and_measure(spec: StudySpec, row: str, seed: int, out: Path, data_root
     return result
 
 
+def _new_keys(spec: dict) -> dict:
+    """The spec's (and its rows') overrides with old flat model keys renamed (`avseg.config_compat`),
+    so that a run started before the model config had sections resumes."""
+    from avseg.config_compat import KeyConflict, translate_overrides
+
+    def renamed(overrides):
+        try:
+            return translate_overrides(list(overrides or []))[0]
+        except KeyConflict:
+            return overrides  # load_config names the conflict when the run's config is read
+
+    rows = [{**row, "overrides": renamed(row.get("overrides"))} for row in spec.get("rows", [])]
+    return {**spec, "overrides": renamed(spec.get("overrides")), "rows": rows}
+
+
 def _check_resume(out: Path, spec: StudySpec) -> None:
     from omegaconf import OmegaConf
 
     stored = out / "spec.yaml"
     wanted = spec_to_dict(spec)
     if stored.is_file():
-        before = OmegaConf.to_container(OmegaConf.load(stored), resolve=True)
+        before = _new_keys(OmegaConf.to_container(OmegaConf.load(stored), resolve=True))
+        wanted = _new_keys(wanted)
         keys = ("benchmark", "base_config", "overrides", "schedule", "audio_pretrain")
         changed = [k for k in keys if before.get(k) != wanted.get(k)]
         changed += [f"rows.{r['name']}" for r in wanted["rows"] for b in before.get("rows", [])

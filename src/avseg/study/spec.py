@@ -1,7 +1,7 @@
 """A study spec: which synthetic benchmark, which rows, which seeds, which schedule (docs/study.md).
 
     spec = load_spec("configs/study/medium.yaml", ["seeds=[0,1]"])
-    spec.rows[0].name, spec.rows[0].overrides     # "1_baseline", ["model.decomposition=none", ...]
+    spec.rows[0].name, spec.rows[0].overrides     # "1_baseline", ["model.qsd.decomposition=none", ...]
 
 A spec is YAML mirroring the dataclasses below; unknown keys and wrong types stop with the file
 and the key (the same rules as training configs).
@@ -88,6 +88,8 @@ class StudySpec:
     run_order: list[str] = field(default_factory=list)
     snr: SNRSpec = field(default_factory=SNRSpec)
     tsne: TSNESpec = field(default_factory=TSNESpec)
+    # train.device of every run (`avseg study --device`; "" = the base config's); a resumed study may change it
+    device: str = ""
 
     def row(self, name: str) -> RowSpec:
         return next(row for row in self.rows if row.name == name)
@@ -161,7 +163,7 @@ def run_config(spec: StudySpec, row_name: str, seed: int, data_root: Path, run_d
              f"data.image_size={b.image_size}", f"model.num_classes={b.num_classes}",
              f"data.batch_size={s.batch_size}", f"train.epochs={s.epochs}",
              f"train.lr_drop_epochs=[{','.join(str(e) for e in s.lr_drop_epochs)}]",
-             f"output_dir={run_dir}", f"seed={seed}"]
+             f"output_dir={run_dir}", f"seed={seed}"] + ([f"train.device={spec.device}"] if spec.device else [])
     if audio_weights is not None:
         fixed += [f"audio.tiny_weights={audio_weights}", "audio.freeze=true"]
     return load_config(spec.base_config, fixed + list(spec.overrides) + list(spec.row(row_name).overrides))
