@@ -94,18 +94,18 @@ def test_bad_rows_and_labels_name_the_file(single_plus):
 
 def test_check_data_reports_every_broken_file_without_stopping(single_plus, capsys):
     (single_plus / "frames" / "clip_a.png").write_bytes(b"\x89PNG not an image")
-    (single_plus / "audios" / "clip_b.wav").unlink()
-    bad = label_of((16, 16))
+    (single_plus / "audios" / "clip_a.wav").unlink()  # a second problem of the same row
+    bad = label_of((20, 28))
     bad[5, 5] = 99
-    Image.fromarray(bad).save(single_plus / "labels" / "clip_c.png")
+    Image.fromarray(bad).save(single_plus / "labels" / "clip_b.png")
     report = run_checks("single_plus_cavp", single_plus)
     found = {p.path: p.message for p in report.problems}
-    assert set(found) == {"frames/clip_a.png", "audios/clip_b.wav", "labels/clip_c.png"}
-    assert "damaged frame" in found["frames/clip_a.png"] and "missing audio" in found["audios/clip_b.wav"]
-    assert "99" in found["labels/clip_c.png"]
-    assert report.clips_checked == 3 and report.clips_with_problems == 3
+    assert set(found) == {"frames/clip_a.png", "audios/clip_a.wav", "labels/clip_b.png"}
+    assert "damaged frame" in found["frames/clip_a.png"] and "missing audio" in found["audios/clip_a.wav"]
+    assert "99" in found["labels/clip_b.png"]
+    assert report.clips_checked == 3 and report.clips_with_problems == 2
     assert main(["check-data", "--layout", "single_plus_cavp", str(single_plus), "--quiet"]) == 1
-    assert "labels/clip_c.png" in capsys.readouterr().out
+    assert "labels/clip_b.png" in capsys.readouterr().out
 
 
 def test_avss_reads_labels_semantic_where_present(avss_tree, copy_tree):
