@@ -69,6 +69,7 @@ def test_reader_native_labels_with_ignore_and_cavp_audio(single_plus):
     assert sample.waveform.shape == (48000,)
     vggish = SinglePlusDataset(single_plus, "train", image_size=8)[0]
     assert vggish.log_mel.shape == (3, 96, 64) and vggish.semantic.shape == (1, 8, 8)
+    assert [str(p) for p in dataset.mask_paths(1)] == ["labels/clip_b.png"]  # where --save-masks writes
     salient = SinglePlusDataset(single_plus, "test", salient=True)[0]
     assert set(salient.semantic.unique().tolist()) == {0, 1, 255} and salient.labels[0].tolist() == [1]
 

@@ -171,6 +171,11 @@ class SinglePlusDataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    def mask_paths(self, index: int) -> list[Path]:
+        """The label file of item `index` relative to ROOT (where `--save-masks` writes)."""
+        files = paths(self.root, self.clips[index].name)
+        return [files["salient" if self.salient else "label"].relative_to(self.root)]
+
     def _resize(self, image, label: np.ndarray):
         from PIL import Image
 
