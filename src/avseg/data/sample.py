@@ -38,7 +38,7 @@ class Sample:
         frame_present: bool `[T]`, False for zero-padded frame slots.
         label_present: bool `[T]`, True where frame t has ground truth.
         clip_id: the clip's id as the data set names it (video id / uid / image id).
-        dataset: "s4", "ms3", "avss", "vpo_ss", "vpo_ms" or "vpo_msmi".
+        dataset: "s4", "ms3", "avss", "single_plus_cavp", "vpo_ss", "vpo_ms" or "vpo_msmi".
         subset: AVSS subset ("v1s", "v1m", "v2") or None.
         category: the clip's category where the layout has one (S4) or None.
         waveform: optional float32 `[samples]` mono audio at 16 kHz (readers load it on request).
