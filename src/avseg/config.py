@@ -35,7 +35,8 @@ __all__ = ["Config", "ConfigDeprecationWarning", "ConfigError", "ExtrasConfig", 
 class DataConfig:
     """Which data set to read and how.
 
-    dataset: "s4", "ms3", "avss", "single_plus", "vpo_ss", "vpo_ms" or "vpo_msmi".
+    dataset: "s4", "ms3", "avss", "single_plus", "single_plus_cavp", "vpo_ss", "vpo_ms" or
+        "vpo_msmi" (`avseg.data.datasets`).
     root: the data set folder as its authors ship it (see docs/datasets.md).
     """
 
@@ -50,6 +51,13 @@ class DataConfig:
     # side image_size, padded; padding left out of the metrics, scored at the label's size)
     resize: str = "square"
     avss_subsets: list[str] = field(default_factory=lambda: ["v1s", "v1m", "v2"])
+    # VPO evaluation (docs/vpo.md "Scoring"): "native" (CAVP's: each image at its own size, batch
+    # 1, one map scored at the label's size) or "square_vote" (avseg's earlier rule: image_size
+    # squares, the per-second maps of the VGGish examples merged by a per-pixel majority vote)
+    vpo_eval: str = "native"
+    # VPO mask PNG -> class ids: "correct" (one look-up) or "authors" (CAVP's in-place remap that
+    # turns car into airplane where one mask holds both; for numbers comparable with theirs)
+    vpo_remap: str = "correct"
     horizontal_flip: bool = False
     use_log_mel_pkl: bool = False  # unpickling runs code: opt in only for files you trust
     load_waveform: bool = False  # keep the 16 kHz waveform in each sample (Table 2 row 2 needs it)
@@ -74,6 +82,9 @@ class AudioConfig:
     """
 
     encoder: str = "vggish"
+    # the readers' audio features: "vggish" (VGGish log-mel examples [T, 96, 64]; QSD, TPAVI) or
+    # "cavp" (CAVP's scaled log-mel [T_a, C, F, 64], avseg.audio.cavp_frontend; docs/audio.md)
+    frontend: str = "vggish"
     vggish_weights: str = ""
     tiny_weights: str = ""
     freeze: bool = True

@@ -12,6 +12,8 @@ from torchvision.ops import box_convert, masks_to_boxes
 
 BACKGROUND = 0
 SOUNDING = 1  # the single class id of class-agnostic data (S4, MS3)
+# a label pixel no loss and no metric counts (CAVP's data: VPO masks, crop padding); never a class
+IGNORE_INDEX = 255
 
 
 def boxes_from_masks(masks: Tensor) -> Tensor:

@@ -149,7 +149,7 @@ def test_release_layout_with_official_classes(tmp_path):
     Image.new("RGB", (40, 30), (90, 120, 30)).save(root / "VPO-SS/data/dog/000000000042.jpg")
     mask = np.zeros((30, 40), dtype=np.uint8)
     mask[5:20, 10:30] = 18
-    mask[0, 0] = 255  # CAVP's ignore value reads as background
+    mask[0, 0] = 255  # CAVP's ignore value stays 255: no loss or metric counts the pixel
     Image.fromarray(mask).save(root / "VPO-SS/mask/dog/000000000042_000000000007.png")
     soundfile.write(audio / "abc_000010.wav", np.full(16000 * 10, 0.1, np.float32), 16000)
     with open(root / "VPO-SS" / "vpo_ss_data_stereo.csv", "w", newline="") as handle:
@@ -160,7 +160,8 @@ def test_release_layout_with_official_classes(tmp_path):
     dataset = VPODataset(root, "test", variant="ss", audio_root=audio, image_size=None)
     sample = dataset[0]
     assert sample.clip_id == "42_7" and sample.semantic.shape == (1, 30, 40)
-    assert sample.semantic[0, 5:20, 10:30].eq(9).all() and sample.semantic.sum() == 9 * 15 * 20
+    assert sample.semantic[0, 5:20, 10:30].eq(9).all() and int(sample.semantic[0, 0, 0]) == 255
+    assert sample.semantic.sum() == 9 * 15 * 20 + 255 and sample.labels[0].tolist() == [9]
     np.testing.assert_allclose(dataset.mixture(0, stereo=True)[0], [0.075, 0.025], rtol=1e-3)
     assert check_vpo(root, audio_root=audio) == ([], 1)
     assert len(VPODataset(root, "train", variant="ss", audio_root=audio)) == 0

@@ -15,6 +15,14 @@ v1s val/test: the release has ground truth on all 5 frames. OpenNLPLab's loader 
 ground-truth flag to [1] + [0]*9 there, yet loads and evaluates all 5 label maps; CAVP's loader
 sets [1]*5 + [0]*5. We follow the files (and CAVP): `label_present` is True where a label exists.
 
+Labels: `labels_semantic/{i}.png` (class ids, 255 = ignore) where a clip has that folder, as
+CAVP's loader reads them; else `labels_rgb/{i}.png` in the palette.
+
+Audio: `frontend="vggish"`: one VGGish example per frame slot from the wav; `"cavp"`: CAVP's
+AVSS features `[slots, 1, 96, 64]` (`avseg.audio.cavp_frontend.avss_chunks`: the channel mean,
+its 10 s centre crop, one 1 s chunk per slot; as the authors, a 5 s clip is tiled by their rule,
+so chunk t is not second t there).
+
 Padded slots hold zero frames, zero log-mel examples and an all-background semantic map.
 """
 
@@ -58,6 +66,13 @@ def read_class_names(root: Path) -> list[str]:
     return names
 
 
+def _label_image(image, label_ids: bool):
+    """labels_semantic: the bytes as they are (modes L / P hold the ids); labels_rgb: RGB."""
+    if label_ids:
+        return image if image.mode in ("L", "P") else image.convert("L")
+    return image.convert("RGB")
+
+
 class AVSSDataset(Dataset):
     """AVSBench-Semantic clips as `Sample`s with `pad_to` frame slots.
 
@@ -88,6 +103,7 @@ class AVSSDataset(Dataset):
         train_transforms: ClipTransform | None = None,
         load_waveform: bool = False,
         resize: str = "square",
+        frontend: str = "vggish",
     ) -> None:
         subsets = tuple(subsets)
         unknown = [name for name in subsets if name not in layouts.AVSS_FRAMES]
@@ -102,6 +118,7 @@ class AVSSDataset(Dataset):
         self.image_size = image_size
         self.pad_to = pad_to
         self.load_waveform = load_waveform
+        self.frontend = frontend
         self.transform = pick_transform("avss", split, image_size, train_transforms, resize)
         self.clips = list_split_clips(self.root, "avss", split, subsets)
         self.class_names = read_class_names(self.root)
@@ -114,20 +131,31 @@ class AVSSDataset(Dataset):
     def __len__(self) -> int:
         return len(self.clips)
 
+    def _ids(self, label, label_ids: bool) -> np.ndarray:
+        """Class ids `[H, W]` of a label image: its bytes (labels_semantic) or its palette colours."""
+        if label_ids:
+            return np.asarray(label).astype(np.int64)
+        return rgb_to_ids(np.asarray(label), self.num_classes)[0]
+
     def __getitem__(self, index: int) -> Sample:
         clip = self.clips[index]
         frames = [read_image(path, self.root) for path in clip.frames]
-        labels = [None if path is None else read_image(path, self.root).convert("RGB") for path in clip.masks]
+        labels = [None if path is None else _label_image(read_image(path, self.root), clip.label_ids)
+                  for path in clip.masks]
         native = longest_side_labels(self.transform, frames, [
-            None if label is None else rgb_to_ids(np.asarray(label), self.num_classes)[0] for label in labels], self.pad_to)
+            None if label is None else self._ids(label, clip.label_ids) for label in labels], self.pad_to)
         frames, labels = self.transform(frames, labels)
         count, slots = len(frames), self.pad_to
         semantic = torch.zeros((slots, self.image_size, self.image_size), dtype=torch.int64)
         for t, label in enumerate(labels):
             if label is not None:
-                ids, _ = rgb_to_ids(np.asarray(label), self.num_classes)
-                semantic[t] = torch.from_numpy(ids)
-        log_mel, waveform = read_audio(clip.audio, self.root, count, waveform=self.load_waveform)
+                semantic[t] = torch.from_numpy(self._ids(label, clip.label_ids))
+        log_mel, waveform = read_audio(clip.audio, self.root, count, log_mel=self.frontend == "vggish",
+                                       waveform=self.load_waveform)
+        if self.frontend == "cavp":
+            from avseg.audio.cavp_frontend import avss_chunks, load_channels_16k
+
+            log_mel = avss_chunks(load_channels_16k(clip.audio))
         frame_present = torch.zeros(slots, dtype=torch.bool)
         frame_present[:count] = True
         label_present = torch.zeros(slots, dtype=torch.bool)

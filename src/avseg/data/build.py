@@ -21,7 +21,9 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from avseg.config import Config
-from avseg.data.datasets import DATASETS, check_dataset_name, is_binary  # noqa: F401 (DATASETS re-exported)
+from avseg.data.datasets import (  # noqa: F401 (DATASETS re-exported)
+    DATASETS, VPO_EVAL_RULES, check_dataset_name, is_binary, is_image_dataset,
+)
 from avseg.data.sample import Batch, Sample, collate_samples
 from avseg.distributed import world
 from avseg.errors import UserError
@@ -35,23 +37,23 @@ def build_dataset(config: Config, split: str) -> Dataset:
 
     The train split gets the reference's training transform (plus the flip when
     `data.horizontal_flip`); the others the evaluation resize. AVSS reads `data.avss_subsets`
-    padded to 10 slots (the reference's); Single+ (v1s only) to 5. VPO images are repeated once
-    per audio second (`StillImageClips`), so that models taking one audio example per frame run
-    on them unchanged.
+    padded to 10 slots (the reference's); Single+ (v1s only) to 5. VPO and Single+ in CAVP's
+    layout: `image_dataset`. `audio.frontend` picks the audio features of every reader.
     """
     data = config.data
     _check_name(data.dataset)
-    if data.dataset.startswith("vpo_"):
-        from avseg.data.vpo import VPODataset
-
-        reader = VPODataset(data.root, split, variant=data.dataset[len("vpo_"):], image_size=data.image_size,
-                            load_waveform=data.load_waveform)
-        return StillImageClips(reader)
+    frontend = audio_frontend(config)
+    if is_image_dataset(data.dataset):
+        return image_dataset(config, split)
     from avseg.data.transforms import RESIZES, train_transform
 
     if data.resize not in RESIZES:
         raise UserError(f"data.resize '{data.resize}': expected one of {', '.join(RESIZES)}")
     kwargs: dict = {"image_size": data.image_size, "load_waveform": data.load_waveform, "resize": data.resize}
+    if frontend != "vggish":
+        if is_binary(data.dataset):
+            raise UserError(f"audio.frontend '{frontend}' is for AVSS, Single+ and VPO; S4 / MS3 read VGGish log-mels")
+        kwargs["frontend"] = frontend
     if split == "train":
         layout = "avss" if data.dataset in ("avss", "single_plus") else data.dataset
         kwargs["train_transforms"] = train_transform(layout, data.image_size,
@@ -63,6 +65,47 @@ def build_dataset(config: Config, split: str) -> Dataset:
     else:  # single_plus: the v1s clips, 5 frames each
         kwargs["pad_to"] = 5
     return build_reader(data.dataset, data.root, split, **kwargs)
+
+
+def audio_frontend(config: Config) -> str:
+    """`audio.frontend`, checked: "vggish" (default; QSD, TPAVI) or "cavp"."""
+    from avseg.data.vpo import FRONTENDS
+
+    frontend = getattr(config.audio, "frontend", "vggish")
+    if frontend not in FRONTENDS:
+        raise UserError(f"audio.frontend '{frontend}': expected one of {', '.join(FRONTENDS)}")
+    return frontend
+
+
+def native_evaluation(config: Config, split: str) -> bool:
+    """VPO / Single+ (CAVP's layout) evaluated CAVP's way: native size, batch 1 (`data.vpo_eval`)."""
+    rule = config.data.vpo_eval
+    if rule not in VPO_EVAL_RULES:
+        raise UserError(f"data.vpo_eval '{rule}': expected one of {', '.join(VPO_EVAL_RULES)}")
+    return is_image_dataset(config.data.dataset) and split != "train" and rule == "native"
+
+
+def image_dataset(config: Config, split: str) -> Dataset:
+    """VPO or Single+ (CAVP's layout): one image per sample, wrapped in `StillImageClips`.
+
+    Training reads `data.image_size` squares. Evaluation with `data.vpo_eval: native` reads each
+    image at its own size (CAVP tests at batch 1 without resizing; `evaluation_loader` then uses
+    batches of 1); `square_vote` reads `image_size` squares. With the CAVP front end a sample has
+    one audio input and gives one map; with VGGish the image is repeated once per 0.96 s example
+    and the maps are merged by a per-pixel majority vote (evaluate.py).
+    """
+    data = config.data
+    size = None if native_evaluation(config, split) else data.image_size
+    frontend = audio_frontend(config)
+    if data.dataset == "single_plus_cavp":
+        from avseg.data.single_plus import SinglePlusDataset
+
+        return StillImageClips(SinglePlusDataset(data.root, split, image_size=size, frontend=frontend,
+                                                 load_waveform=data.load_waveform))
+    from avseg.data.vpo import VPODataset
+
+    return StillImageClips(VPODataset(data.root, split, variant=data.dataset[len("vpo_"):], image_size=size,
+                                      load_waveform=data.load_waveform, frontend=frontend, remap=data.vpo_remap))
 
 
 def build_reader(name: str, root: str | Path, split: str, **kwargs) -> Dataset:
@@ -102,6 +145,10 @@ def class_names(config: Config) -> list[str]:
         from avseg.data.avss import read_class_names
 
         return read_class_names(Path(config.data.root))
+    if name == "single_plus_cavp":
+        from avseg.data.single_plus import SINGLE_PLUS_CLASSES
+
+        return list(SINGLE_PLUS_CLASSES)
     from avseg.data.vpo import load_class_table
 
     classes = load_class_table(Path(config.data.root))
@@ -125,10 +172,11 @@ def check_num_classes(config: Config, names: list[str]) -> None:
 
 
 class StillImageClips(Dataset):
-    """A VPO sample (one image, T_a audio examples) as a clip of T_a identical frames.
+    """A VPO / Single+ sample (one image, T_a audio inputs) as a clip of T_a identical frames.
 
     Frame t is paired with audio example t; every frame carries the image's ground truth.
-    Evaluation merges the T_a predictions back into one (evaluate.py).
+    Evaluation merges the T_a predictions back into one (evaluate.py). T_a = 1 (CAVP's front
+    end: one 3 s spectrogram) leaves the sample as it is.
     """
 
     def __init__(self, dataset: Dataset):

@@ -29,7 +29,7 @@ from avseg.data.palette import AVSS_NUM_CLASSES, rgb_to_ids
 from avseg.data.problems import Problem, error_reason, relative
 from avseg.errors import UserError
 
-CHECK_LAYOUTS = ("s4", "ms3", "avss", "vpo")
+CHECK_LAYOUTS = ("s4", "ms3", "avss", "vpo", "single_plus_cavp")
 PROGRESS_MIN_CLIPS = 100  # show a progress bar from this many clips on
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
 ROOT_FOLDERS = {"s4": "Single-source", "ms3": "Multi-sources", "avss": "AVSBench_semantic"}
@@ -69,6 +69,10 @@ def run_checks(layout: str, root: Path, progress: bool = False) -> CheckReport:
         raise UserError(f"{root}: data set folder not found" if not root.exists() else f"{root}: not a folder")
     if layout == "vpo":
         return _check_vpo(root)
+    if layout == "single_plus_cavp":
+        from avseg.data.single_plus_check import check_single_plus
+
+        return CheckReport(*check_single_plus(root))
     if layout not in layouts.LAYOUTS:
         raise UserError(f"unknown layout {layout!r}; expected one of {', '.join(CHECK_LAYOUTS)}")
     problems: list[Problem] = []
@@ -227,7 +231,10 @@ def _check_mask(
     if frame_size is not None and image.size != frame_size:
         problems.append(Problem(relative(path, root), (
             f"mask is {_size(image.size)}, but the clip's frames are {_size(frame_size)}")))
-    if palette is not None:
+    if palette is not None and path.parent.name == layouts.AVSS_ID_LABELS:
+        _check_label_ids(path, root, np.asarray(image if image.mode in ("L", "P") else image.convert("L")),
+                         palette, problems)
+    elif palette is not None:
         _check_label_colours(path, root, np.asarray(image.convert("RGB")), palette, problems)
 
 
@@ -247,6 +254,15 @@ def _check_label_colours(path: Path, root: Path, rgb: np.ndarray, palette: Label
         if undefined:
             problems.append(Problem(relative(path, root), (
                 f"class id(s) {', '.join(map(str, undefined))} are not defined in {layouts.AVSS_LABELS}")))
+
+
+def _check_label_ids(path: Path, root: Path, ids: np.ndarray, palette: LabelPalette, problems: list[Problem]) -> None:
+    """AVSS labels_semantic: every byte a class id of label2idx.json, or 255 (ignore)."""
+    known = palette.class_ids if palette.class_ids is not None else frozenset(range(palette.num_classes))
+    undefined = sorted(set(np.unique(ids).tolist()) - known - {255})
+    if undefined:
+        problems.append(Problem(relative(path, root), (
+            f"class id(s) {', '.join(map(str, undefined[:5]))} are not defined in {layouts.AVSS_LABELS} (nor 255, ignore)")))
 
 
 def _check_audio(clip: ClipFiles, root: Path, problems: list[Problem]) -> None:
@@ -275,7 +291,8 @@ def _check_audio(clip: ClipFiles, root: Path, problems: list[Problem]) -> None:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--layout", required=True, choices=CHECK_LAYOUTS,
                         help="layout of ROOT: s4 (Single-source folder), ms3 (Multi-sources folder), "
-                             "avss (AVSBench_semantic folder, also Single+), vpo (VPO folder)")
+                             "avss (AVSBench_semantic folder, also Single+), vpo (VPO folder), "
+                             "single_plus_cavp (Single+ as CAVP's loader reads it: frames/, labels/, audios/, csv)")
     parser.add_argument("root", type=Path, metavar="ROOT", help="the data set folder, as unpacked")
     from avseg.cli_common import add_progress_argument
 

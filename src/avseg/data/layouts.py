@@ -26,6 +26,9 @@ AVSS (ROOT = the `AVSBench_semantic` folder)::
     ROOT/label2idx.json                        {"background": 0, ...}
     ROOT/{label}/{uid}/frames/{i}.jpg          i = 0..4 (v1s, v1m) or 0..9 (v2)
     ROOT/{label}/{uid}/labels_rgb/{i}.png      v1s train: i = 0 only
+    ROOT/{label}/{uid}/labels_semantic/{i}.png optional: class ids, one byte per pixel (255 =
+                                               ignore); read instead of labels_rgb where present
+                                               (the labels CAVP's AVSS loader reads)
     ROOT/{label}/{uid}/audio.wav
 
 The `s4_data` / `ms3_data` level is optional: when ROOT has no such folder, the data folders are
@@ -50,6 +53,7 @@ S4_CSV = "s4_meta_data.csv"
 MS3_CSV = "ms3_meta_data.csv"
 AVSS_CSV = "metadata.csv"
 AVSS_LABELS = "label2idx.json"
+AVSS_ID_LABELS = "labels_semantic"  # class-id PNGs, where the release has them
 S4_COLUMNS = ("name", "start_time", "category", "split")
 MS3_COLUMNS = ("video_id", "split")
 AVSS_COLUMNS = ("vid", "uid", "s_min", "s_sec", "a_obj", "split", "label")
@@ -77,6 +81,7 @@ class ClipFiles:
     category: str | None = None
     subset: str | None = None
     csv_row: int = 0  # 1-based line number in the metadata csv (header = line 1)
+    label_ids: bool = False  # masks hold class ids (AVSS labels_semantic/) rather than palette RGB
 
 
 def data_dir(root: Path, layout: str) -> Path:
@@ -159,10 +164,12 @@ def avss_clip(root: Path, uid: str, subset: str, split: str, line: int = 0) -> C
     count = AVSS_FRAMES[subset]
     labelled = 1 if (subset == "v1s" and split == "train") else count
     frames = tuple(base / "frames" / f"{i}.jpg" for i in range(count))
-    masks = tuple(base / "labels_rgb" / f"{i}.png" if i < labelled else None for i in range(count))
+    label_ids = (base / AVSS_ID_LABELS).is_dir()
+    folder = AVSS_ID_LABELS if label_ids else "labels_rgb"
+    masks = tuple(base / folder / f"{i}.png" if i < labelled else None for i in range(count))
     return ClipFiles(
         layout="avss", clip_id=uid, split=split, frames=frames, masks=masks,
-        audio=base / "audio.wav", subset=subset, csv_row=line,
+        audio=base / "audio.wav", subset=subset, csv_row=line, label_ids=label_ids,
     )
 
 

@@ -12,7 +12,7 @@ import torch
 from torch import Tensor
 from torchvision.ops import masks_to_boxes
 
-from avseg.structures import BACKGROUND, SOUNDING
+from avseg.structures import BACKGROUND, IGNORE_INDEX, SOUNDING
 
 __all__ = ["BACKGROUND", "SOUNDING", "Sample", "Batch", "targets_from_semantic", "collate_samples"]
 
@@ -23,18 +23,22 @@ class Sample:
 
     Attributes:
         frames: float32 `[T, 3, H, W]`, ImageNet-normalised; padded slots are zeros.
-        log_mel: float32 `[T_a, 96, 64]`: for video data (AVSBench, synthetic) T_a = T, one VGGish
-            example per frame slot (padded slots zeros); for VPO (one image, 3 s of audio) T = 1
-            and T_a = 3, the three examples of the clip.
+        log_mel: the audio front end's features (`audio.frontend`). "vggish": float32
+            `[T_a, 96, 64]`: for video data (AVSBench, synthetic) T_a = T, one VGGish example per
+            frame slot (padded slots zeros); for VPO (one image, 3 s of audio) T = 1 and T_a = 3,
+            the three examples of the clip. "cavp" (`avseg.audio.cavp_frontend`): float32
+            `[T_a, C, F, 64]`: VPO and Single+ `[1, C, 300, 64]` (3 s; VPO stereo C = 2), AVSS
+            `[10, 1, 96, 64]` (ten 1 s chunks, one per frame slot).
         semantic: int64 `[T, H, W]`, class id per pixel (0 = background; 1 = "sounding" in
-            class-agnostic data). Zeros where `label_present` is False.
+            class-agnostic data; 255 = ignore, `IGNORE_INDEX`: no loss or metric counts the
+            pixel). Zeros where `label_present` is False.
         masks: length T; `masks[t]` is bool `[N_t, H, W]`, one mask per sounding object of frame t
             (semantic data: one per class present; class-agnostic data: the whole foreground).
         labels: length T; `labels[t]` is int64 `[N_t]`, the class id of each mask (>= 1).
         frame_present: bool `[T]`, False for zero-padded frame slots.
         label_present: bool `[T]`, True where frame t has ground truth.
         clip_id: the clip's id as the data set names it (video id / uid / image id).
-        dataset: "s4", "ms3", "avss", "vpo_ss", "vpo_ms" or "vpo_msmi".
+        dataset: "s4", "ms3", "avss", "single_plus_cavp", "vpo_ss", "vpo_ms" or "vpo_msmi".
         subset: AVSS subset ("v1s", "v1m", "v2") or None.
         category: the clip's category where the layout has one (S4) or None.
         waveform: optional float32 `[samples]` mono audio at 16 kHz (readers load it on request).
@@ -72,9 +76,10 @@ class Sample:
 
 
 def targets_from_semantic(semantic: Tensor) -> tuple[Tensor, Tensor]:
-    """Split one frame's class-id map `[H, W]` into per-class masks `[N, H, W]` and ids `[N]`."""
+    """Split one frame's class-id map `[H, W]` into per-class masks `[N, H, W]` and ids `[N]`
+    (background 0 and ignored pixels, `IGNORE_INDEX` 255, are no class)."""
     class_ids = torch.unique(semantic)
-    class_ids = class_ids[class_ids != BACKGROUND]
+    class_ids = class_ids[(class_ids != BACKGROUND) & (class_ids != IGNORE_INDEX)]
     masks = semantic.unsqueeze(0) == class_ids.view(-1, 1, 1)
     return masks, class_ids.to(torch.int64)
 

@@ -7,7 +7,7 @@ import torch
 from scipy import ndimage
 from torch import Tensor
 
-from avseg.structures import BACKGROUND, SOUNDING, boxes_from_masks
+from avseg.structures import BACKGROUND, IGNORE_INDEX, SOUNDING, boxes_from_masks
 
 
 def _components(foreground: Tensor, min_area: int) -> Tensor:
@@ -32,7 +32,8 @@ def _components(foreground: Tensor, min_area: int) -> Tensor:
 def masks_to_targets(semantic: Tensor, *, class_agnostic: bool, min_area: int) -> dict[str, Tensor]:
     """Matcher targets of one frame from its class-id map.
 
-    Semantic data: one target per class present (background 0 excluded), dropping classes with
+    Ignored pixels (`IGNORE_INDEX`, 255) are in no target. Semantic data: one target per class
+    present (background 0 excluded), dropping classes with
     fewer than `min_area` pixels. Class-agnostic data: the foreground (id > 0) split into
     8-connected components, those under `min_area` pixels dropped (unless all are: then the
     largest is kept), each labelled "sounding" (1).
@@ -45,11 +46,11 @@ def masks_to_targets(semantic: Tensor, *, class_agnostic: bool, min_area: int) -
          "boxes": float32 [N, 4] (cx, cy, w, h) normalised by W, H}.
     """
     if class_agnostic:
-        masks = _components(semantic != BACKGROUND, min_area)
+        masks = _components((semantic != BACKGROUND) & (semantic != IGNORE_INDEX), min_area)
         labels = torch.full((masks.shape[0],), SOUNDING, dtype=torch.int64, device=semantic.device)
     else:
         class_ids = torch.unique(semantic)
-        class_ids = class_ids[class_ids != BACKGROUND]
+        class_ids = class_ids[(class_ids != BACKGROUND) & (class_ids != IGNORE_INDEX)]
         masks = semantic.unsqueeze(0) == class_ids.view(-1, 1, 1)
         keep = masks.flatten(1).sum(dim=1) >= min_area
         masks, labels = masks[keep], class_ids[keep].to(torch.int64)

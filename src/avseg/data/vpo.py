@@ -17,15 +17,15 @@ variant folders, as CAVP's release unpacks (`VPO/`) and as `avseg build-vpo --ou
 
 CSV columns (CAVP's names): vgg_file, cateName, img_Id, ann_Ids, split, and optionally cateId,
 audio_pos (0 = left .. 1 = right), multi_instance, vgg_label. Mask PNGs hold the COCO category
-id of each object's pixels (0 = background). Audio: each source is made mono, resampled to
-16 kHz, centre-cropped to 3 s and, for stereo, weighted (1 - audio_pos, audio_pos); sources summed.
+id of each object's pixels (0 = background, 255 = ignore: kept as 255, left out of losses and
+metrics; `avseg.data.vpo_pixels`). Audio: each source is made mono, resampled to 16 kHz,
+centre-cropped to 3 s and, for stereo, weighted (1 - audio_pos, audio_pos); sources summed.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -35,7 +35,9 @@ import torch
 from avseg.data.sample import Sample, targets_from_semantic
 from avseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from avseg.data.vpo_audio import CLIP_SAMPLES, SAMPLE_RATE, centre_crop, load_source, mix_sources  # noqa: F401
+from avseg.data.vpo_pixels import REMAPS, annotation_mask, class_lookup, read_image, read_mask  # noqa: F401
 from avseg.errors import UserError
+from avseg.structures import IGNORE_INDEX
 
 VARIANTS = ("ss", "ms", "msmi")
 VARIANT_DIRS = {"ss": "VPO-SS", "ms": "VPO-MS", "msmi": "VPO-MSMI"}
@@ -46,7 +48,8 @@ CLASS_TABLE = "vpo_classes.json"
 INSTANCES = "vpo_instances.json"
 AUDIO_DIR = "audios"
 LOG_MEL_EXAMPLES = 3  # 3 s -> three 0.96 s VGGish examples
-IGNORE_VALUE = 255
+IGNORE_VALUE = IGNORE_INDEX  # mask value CAVP leaves out of its loss and metrics
+FRONTENDS = ("vggish", "cavp")
 
 
 @dataclass(frozen=True)
@@ -210,67 +213,6 @@ def group_items(root: Path, variant: str, rows: list[VPORow]) -> list[VPOItem]:
     return items
 
 
-# ----------------------------------------------------------------------------- pixels
-def annotation_mask(segmentation, height: int, width: int) -> np.ndarray:
-    """COCO polygon / RLE / compressed RLE segmentation -> bool `[H, W]` (COCO's raster)."""
-    from pycocotools import mask as mask_utils
-
-    if isinstance(segmentation, list):
-        polygons = [p for p in segmentation if len(p) >= 6]
-        if not polygons:
-            return np.zeros((height, width), dtype=bool)
-        rle = mask_utils.merge(mask_utils.frPyObjects(polygons, height, width))
-    elif isinstance(segmentation.get("counts"), list):
-        rle = mask_utils.frPyObjects(segmentation, height, width)
-    else:
-        counts = segmentation["counts"]
-        rle = {"size": segmentation["size"],
-               "counts": counts.encode() if isinstance(counts, str) else counts}
-    with warnings.catch_warnings():  # pycocotools' decode warns under numpy 2 (copy keyword)
-        warnings.simplefilter("ignore", DeprecationWarning)
-        return mask_utils.decode(rle).astype(bool)
-
-
-def class_lookup(classes: tuple[VPOClass, ...]) -> np.ndarray:
-    """int64 `[256]`: mask PNG value -> VPO id; -1 for values no class owns."""
-    lookup = np.full(256, -1, dtype=np.int64)
-    lookup[0] = lookup[IGNORE_VALUE] = 0
-    for c in classes:
-        lookup[list(c.coco_category_ids)] = c.id
-    return lookup
-
-
-def read_mask(path: Path, lookup: np.ndarray) -> np.ndarray:
-    """Mask PNG -> int64 `[H, W]` VPO class ids (255, CAVP's ignore value, counts as background)."""
-    from PIL import Image
-
-    if not path.is_file():
-        raise UserError(f"{path}: mask not found")
-    try:
-        with Image.open(path) as img:
-            values = np.asarray(img.convert("L") if img.mode not in ("L", "P") else img)
-    except OSError as err:
-        raise UserError(f"{path}: cannot decode the mask PNG ({err})") from err
-    ids = lookup[values.astype(np.int64)]
-    if (ids < 0).any():
-        bad = sorted(set(values[ids < 0].tolist()))[:5]
-        raise UserError(f"{path}: mask values {bad} are no VPO class's COCO category id")
-    return ids
-
-
-def read_image(path: Path):
-    """The image as an RGB PIL image; UserError naming the file when missing or damaged."""
-    from PIL import Image
-
-    if not path.is_file():
-        raise UserError(f"{path}: image not found")
-    try:
-        with Image.open(path) as img:
-            return img.convert("RGB")
-    except OSError as err:
-        raise UserError(f"{path}: cannot decode the image ({err})") from err
-
-
 def load_instances(path: Path) -> dict[int, dict]:
     """COCO instances json -> {annotation id: {image_id, category_id, segmentation, h, w}}."""
     try:
@@ -290,22 +232,33 @@ class VPODataset(torch.utils.data.Dataset):
     `split`: "train", or "test" / "val" (both read the csv's val and test rows: the reference
     evaluates on its val rows). `image_size`: square side the image (bicubic) and masks
     (nearest) are resized to; None keeps the native size (the reference evaluates at native
-    size and trains on random 512 crops). Each sample has frames `[1, 3, H, W]`, semantic
-    `[1, H, W]` VPO class ids, log_mel `[3, 96, 64]` (the three VGGish examples of the 3 s mono
-    mix: T_a = 3 != T = 1), masks per sounding object when COCO annotations are available
-    (`coco_annotations`, else ROOT/vpo_instances.json), else per class from the mask PNG, and
-    with `load_waveform` the mono mix `[48000]`. `mixture(i, stereo=True)` gives the stereo mix.
+    size, batch 1, and trains on random 512 crops). Each sample has frames `[1, 3, H, W]`,
+    semantic `[1, H, W]` VPO class ids (255 = ignore), masks per sounding object when COCO
+    annotations are available (`coco_annotations`, else ROOT/vpo_instances.json), else per class
+    from the mask PNG, and with `load_waveform` the mono mix `[48000]`. `mixture(i, stereo=True)`
+    gives the stereo mix.
+
+    Audio (`frontend`): "vggish": log_mel `[3, 96, 64]`, the three VGGish examples of the 3 s mono
+    mix (T_a = 3 != T = 1); "cavp": log_mel `[1, C, 300, 64]`, CAVP's front end of the 3 s mix
+    (`avseg.audio.cavp_frontend`), C = 2 (stereo by audio_pos) when the csv has audio_pos, else 1,
+    each source cropped with the authors' tiling of short clips. `remap`: "correct" (default) or
+    "authors" (CAVP's class remapping quirk, `avseg.data.vpo_pixels`).
     """
 
     def __init__(self, root: str | Path, split: str, *, variant: str,
                  audio_root: str | Path | None = None, coco_annotations: str | Path | None = None,
-                 image_size: int | None = 512, load_waveform: bool = False):
+                 image_size: int | None = 512, load_waveform: bool = False,
+                 frontend: str = "vggish", remap: str = "correct"):
         if variant not in VARIANTS:
             raise UserError(f"VPO variant {variant!r}: expected one of {', '.join(VARIANTS)}")
         if split not in ("train", "val", "test"):
             raise UserError(f"VPO split {split!r}: expected train, val or test")
+        if frontend not in FRONTENDS:
+            raise UserError(f"audio.frontend '{frontend}': expected one of {', '.join(FRONTENDS)}")
+        if remap not in REMAPS:
+            raise UserError(f"data.vpo_remap '{remap}': expected one of {', '.join(REMAPS)}")
         self.root, self.variant, self.image_size = Path(root), variant, image_size
-        self.load_waveform = load_waveform
+        self.load_waveform, self.frontend, self.remap = load_waveform, frontend, remap
         self.classes = load_class_table(self.root)
         self._lookup = class_lookup(self.classes)
         self._ids = {c.name: c.id for c in self.classes}
@@ -337,16 +290,24 @@ class VPODataset(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def mixture(self, index: int, stereo: bool = False) -> np.ndarray:
-        """The sample's audio: float32 `[48000, 1]` mono, or `[48000, 2]` stereo."""
+    def mixture(self, index: int, stereo: bool = False, short: str = "start") -> np.ndarray:
+        """The sample's audio: float32 `[48000, 1]` mono, or `[48000, 2]` stereo (`short`: how
+        sources under 3 s are tiled, `avseg.data.vpo_audio.centre_crop`)."""
         rows = self.items[index].rows
-        sources = [load_source(self.audio_root / f"{r.vgg_file}.wav") for r in rows]
+        sources = [load_source(self.audio_root / f"{r.vgg_file}.wav", short) for r in rows]
         if not stereo:
             return mix_sources(sources)
         if any(r.audio_pos is None for r in rows):
             raise UserError(f"{find_vpo_csv(self.root, self.variant)}: no audio_pos column; "
                             "stereo needs the *_stereo.csv of the release")
         return mix_sources(sources, [r.audio_pos for r in rows])
+
+    def _cavp_audio(self, index: int) -> torch.Tensor:
+        """CAVP's front end of the sample's 3 s mix: `[C, 300, 64]`, C = 2 with audio_pos."""
+        from avseg.audio.cavp_frontend import clip_log_mel
+
+        stereo = all(r.audio_pos is not None for r in self.items[index].rows)
+        return clip_log_mel(self.mixture(index, stereo=stereo, short="authors").T)
 
     def _resize(self, array: np.ndarray) -> np.ndarray:
         from PIL import Image
@@ -377,7 +338,7 @@ class VPODataset(torch.utils.data.Dataset):
 
         item = self.items[index]
         image = read_image(item.image)
-        semantic = read_mask(item.mask, self._lookup)
+        semantic = read_mask(item.mask, self._lookup, self.remap)
         if semantic.shape != (image.height, image.width):
             raise UserError(f"{item.mask}: mask is {semantic.shape[1]}x{semantic.shape[0]}, "
                             f"image {item.image.name} is {image.width}x{image.height}")
@@ -388,9 +349,12 @@ class VPODataset(torch.utils.data.Dataset):
         frames = ((pixels - mean.view(3, 1, 1)) / std.view(3, 1, 1)).unsqueeze(0)
         semantic_t = torch.from_numpy(self._resize(semantic).astype(np.int64))
         masks, labels = self._targets(item, semantic_t, semantic.shape)
-        mono = self.mixture(index)[:, 0]
-        log_mel = torch.from_numpy(np.asarray(
-            vggish_log_mel(mono, SAMPLE_RATE, num_examples=LOG_MEL_EXAMPLES), dtype=np.float32))
+        mono = self.mixture(index)[:, 0] if self.load_waveform or self.frontend == "vggish" else None
+        if self.frontend == "cavp":
+            log_mel = self._cavp_audio(index).unsqueeze(0)
+        else:
+            log_mel = torch.from_numpy(np.asarray(
+                vggish_log_mel(mono, SAMPLE_RATE, num_examples=LOG_MEL_EXAMPLES), dtype=np.float32))
         return Sample(
             frames=frames, log_mel=log_mel, semantic=semantic_t.unsqueeze(0),
             masks=[masks], labels=[labels], frame_present=torch.ones(1, dtype=torch.bool),

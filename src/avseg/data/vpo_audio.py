@@ -1,4 +1,4 @@
-"""VPO audio as CAVP builds it: VGGSound sources made mono, 16 kHz, 3 s centre crops, mixed (stereo by position)."""
+"""VPO audio as CAVP builds it: VGGSound sources at 16 kHz, 3 s centre crops, mixed (stereo by position)."""
 
 from __future__ import annotations
 
@@ -6,26 +6,25 @@ from pathlib import Path
 
 import numpy as np
 
+from avseg.audio.cavp_frontend import crop
+
 SAMPLE_RATE = 16_000
 CLIP_SAMPLES = 3 * SAMPLE_RATE  # CAVP: audio_len = 3.0 s
 
 
-def centre_crop(wave: np.ndarray, length: int = CLIP_SAMPLES) -> np.ndarray:
-    """float32 `[n]` -> `[length]`: the centre `length` samples; a shorter clip is tiled from its
-    start (the reference tiles too, but for 1-3 s clips its negative index picks the tail)."""
-    if wave.shape[0] == 0:
-        raise ValueError("empty waveform")
-    if wave.shape[0] >= length:
-        start = wave.shape[0] // 2 - length // 2
-        return wave[start:start + length]
-    return np.tile(wave, length // wave.shape[0] + 1)[:length]
+def centre_crop(wave: np.ndarray, length: int = CLIP_SAMPLES, short: str = "start") -> np.ndarray:
+    """float32 `[n]` -> `[length]`: the centre `length` samples; a shorter clip is tiled, from its
+    start (`short="start"`, avseg's VGGish path) or from where the authors' slice starts
+    (`short="authors"`: for 1-3 s clips their negative index picks the tail;
+    `avseg.audio.cavp_frontend.crop`)."""
+    return crop(wave, length, short)
 
 
-def load_source(path: Path) -> np.ndarray:
+def load_source(path: Path, short: str = "start") -> np.ndarray:
     """A VGGSound source -> float32 `[CLIP_SAMPLES]`: mono, 16 kHz, 3 s centre crop."""
     from avseg.audio import load_audio_mono_16k
 
-    return centre_crop(load_audio_mono_16k(path))  # AudioError (a UserError) names the file
+    return centre_crop(load_audio_mono_16k(path), short=short)  # AudioError (a UserError) names the file
 
 
 def mix_sources(sources: list[np.ndarray], positions: list[float] | None = None) -> np.ndarray:

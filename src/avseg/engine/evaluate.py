@@ -28,8 +28,10 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader
 
 from avseg.config import Config
-from avseg.data.build import DamagedClip, SkipDamaged, build_dataset, build_loader, class_names, collate_skipping
-from avseg.data.datasets import TASKS, task_of  # noqa: F401 (re-exported)
+from avseg.data.build import (
+    DamagedClip, SkipDamaged, build_dataset, build_loader, class_names, collate_skipping, native_evaluation,
+)
+from avseg.data.datasets import TASKS, is_image_dataset, task_of  # noqa: F401 (re-exported)
 from avseg.data.sample import Batch
 from avseg.engine import distributed as dist_utils
 from avseg.engine.step import forward_batch
@@ -67,10 +69,12 @@ def _collate_indexed(items: list) -> tuple:
 
 
 def evaluation_loader(config: Config, split: str, *, distributed: bool = False) -> DataLoader:
-    """In-order loader over `split` that skips (and reports) damaged clips."""
+    """In-order loader over `split` that skips (and reports) damaged clips. VPO / Single+ in
+    CAVP's layout under `data.vpo_eval: native`: batches of 1 (images of their own sizes)."""
     dataset = Indexed(SkipDamaged(build_dataset(config, split)))
     workers = config.train.num_workers if config.train.num_workers >= 0 else config.data.num_workers
-    return build_loader(dataset, config.train.eval_batch_size or config.data.batch_size, shuffle=False,
+    batch_size = 1 if native_evaluation(config, split) else config.train.eval_batch_size or config.data.batch_size
+    return build_loader(dataset, batch_size, shuffle=False,
                         num_workers=workers, distributed=distributed, collate_fn=_collate_indexed)
 
 
@@ -116,7 +120,10 @@ def at_label_size(batch: Batch, prediction: dict[str, Tensor], binary: bool):
 
 
 def _still_image_vote(ids: Tensor, copies: int) -> Tensor:
-    """VPO: T copies of one image -> one map by per-pixel majority over the copies `[B, H, W]`."""
+    """VPO / Single+ (CAVP's layout): T copies of one image -> one map `[B, H, W]`: the map itself
+    when T = 1 (CAVP's front end), else the per-pixel majority over the copies (VGGish examples)."""
+    if copies == 1:
+        return ids.view(-1, *ids.shape[-2:])
     return ids.view(-1, copies, *ids.shape[-2:]).mode(dim=1).values
 
 
@@ -151,7 +158,7 @@ class TaskMetric:
             keep = labelled | ~batch.frame_present.flatten()
             self.metric.update(prediction["ids"][keep].cpu(), semantic[keep].cpu(),
                                frame_present=batch.frame_present.flatten()[keep].cpu())
-        elif batch.datasets[0].startswith("vpo_"):
+        elif is_image_dataset(batch.datasets[0]):  # one map per image, scored at the batch's size
             copies = batch.frames.shape[1]
             ids = _still_image_vote(prediction["ids"], copies)
             self.metric.update(ids.cpu(), batch.semantic[:, 0].cpu())

@@ -56,6 +56,8 @@ class PredictionWriter:
     def _mask_paths(self, index: int) -> list[Path | None]:
         """Ground-truth paths of item `index`, relative to the data set root, per frame slot."""
         root = Path(self.reader.root)
+        if hasattr(self.reader, "mask_paths"):  # readers that say so themselves (Single+, CAVP's layout)
+            return self.reader.mask_paths(index)
         if hasattr(self.reader, "clips"):
             return [None if p is None else Path(p).relative_to(root) for p in self.reader.clips[index].masks]
         return [Path(self.reader.items[index].mask).relative_to(root)]

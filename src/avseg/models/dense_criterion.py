@@ -8,6 +8,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from avseg.structures import IGNORE_INDEX
+
 AVM_FORMS = ("kl", "cosine")
 
 
@@ -20,7 +22,8 @@ class DenseCriterion(nn.Module):
         avm_form: "kl" (official MS3 / AVSS) or "cosine" (the official S4 script's form).
 
     L_seg: BCE over the pixels of the labelled frames (S4: the first frame of each clip) or the
-    mean over labelled frames of each frame's mean cross-entropy (AVSS), as the official losses.
+    mean over labelled frames of each frame's mean cross-entropy (AVSS), as the official losses;
+    pixels labelled `IGNORE_INDEX` (255, CAVP's data) are left out of both.
 
     L_AVM ("kl"), per TPAVI stage s with visual map V `[F, C, h, w]` (the relu'd stage features)
     and aligned audio A `[F, C]`, averaged over the stages:
@@ -47,11 +50,14 @@ class DenseCriterion(nn.Module):
         """
         logits = outputs["semantic_logits"]
         keep = torch.ones(logits.shape[0], dtype=torch.bool, device=logits.device) if valid is None else valid.flatten()
-        if self.binary:
+        counted = semantic[keep] != IGNORE_INDEX  # ignored pixels (255) enter no loss
+        if not bool(counted.any()):
+            seg = logits.sum() * 0
+        elif self.binary:
             target = (semantic[keep] > 0).to(logits.dtype)
-            seg = F.binary_cross_entropy_with_logits(logits[keep, 0], target) if keep.any() else logits.sum() * 0
+            seg = F.binary_cross_entropy_with_logits(logits[keep, 0][counted], target[counted])
         else:
-            seg = F.cross_entropy(logits[keep], semantic[keep]) if keep.any() else logits.sum() * 0
+            seg = F.cross_entropy(logits[keep], semantic[keep], ignore_index=IGNORE_INDEX)
         avm = self._avm(outputs, logits, keep) if self.avm_weight > 0 else logits.sum() * 0
         return {"loss_seg": seg, "loss_avm": avm, "loss_total": seg + self.avm_weight * avm}
 

@@ -20,6 +20,7 @@ from avseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
 from avseg.engine.step import forward_batch
 from avseg.errors import UserError
 from avseg.report import figures
+from avseg.structures import IGNORE_INDEX
 
 SHOWN = {"binary": ("j", "f", "f_batch_independent"), "semantic": ("miou", "f", "miou_no_bg"),
          "cavp": ("miou", "f1", "fdr")}
@@ -56,7 +57,9 @@ def collect(model, loader, task: str, num_classes: int, max_rows: int = 4) -> di
         outputs = forward_batch(model, batch)
         ids = predict(outputs, task, tuple(batch.semantic.shape[-2:]))["ids"]
         truth, labelled = batch.semantic.flatten(0, 1), batch.label_present.flatten()
-        pairs = truth[labelled].clamp(0, num_classes - 1) * num_classes + ids[labelled].clamp(0, num_classes - 1)
+        counted = truth[labelled] != IGNORE_INDEX  # CAVP's ignored pixels are in no cell
+        pairs = (truth[labelled].clamp(0, num_classes - 1) * num_classes
+                 + ids[labelled].clamp(0, num_classes - 1))[counted]
         confusion += torch.bincount(pairs.flatten(), minlength=num_classes**2).view(num_classes, -1).cpu().numpy()
         for key, name in (("indices", "global"), ("local_indices", "local")):
             if codes and key in outputs.get("vq", {}):
