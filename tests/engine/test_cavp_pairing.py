@@ -150,3 +150,23 @@ def test_a_tiny_overfit_segments_by_listening():
     accuracy = float((ids == semantic[:, 0]).float().mean())
     background = float((semantic == 0).float().mean())  # the all-background map: 0.5
     assert accuracy > background + 0.4
+
+
+def test_train_runs_the_cavp_step_with_the_poly_schedule_and_the_head_at_ten_times_the_lr(ms3_root, tmp_path):
+    from avseg.engine.runlog import read_log
+    from avseg.engine.train import train
+
+    steps, lr = 3, 1e-3
+    config = load_config("configs/cpu/cavp_r18_synth_avss.yaml", [
+        f"data.root={ms3_root}", f"output_dir={tmp_path / 'run'}", "data.dataset=ms3", "model.num_classes=1",
+        "data.image_size=32", "data.batch_size=2", "data.num_workers=0", "train.eval_every=0", "train.log_every=1",
+        f"train.max_steps={steps}", f"train.lr={lr}", "model.cavp.bank_start_epoch=0", "model.cavp.max_views=4",
+        "model.cavp.frames_per_clip=1", "train.checkpoint_every_steps=0"])
+    train(config)
+    records = [r for r in read_log(tmp_path / "run" / "log.jsonl") if r["event"] == "train"]
+    assert len(records) == steps
+    for k, record in enumerate(records, start=1):  # logged after k optimizer steps
+        factor = (1 - k / steps) ** 0.9
+        assert record["lr_backbone"] == pytest.approx(lr * factor, abs=1e-12)
+        assert record["lr_aspp"] == pytest.approx(10 * lr * factor, abs=1e-12)
+        assert {"loss_seg", "loss_contrast", "overwritten", "paired"} <= set(record)
