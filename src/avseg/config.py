@@ -143,8 +143,13 @@ class TrainConfig:
     log_every: steps between log lines (JSONL, TensorBoard).
     num_workers: DataLoader workers (-1 = data.num_workers).
     compile: torch.compile the model (CUDA, and the CPU where a C compiler is on the PATH).
-    contrastive_share: CAVP contrastive pairing: share of each batch replaced by clips paired
+    pairing: "empty_target" (clips paired with another class's audio get an all-background
+        target; on when contrastive_share > 0) or "cavp" (CAVP's doubled batch, sound bank and
+        contrastive loss, model.cavp; docs/cavp.md).
+    contrastive_share: empty-target pairing: share of each batch replaced by clips paired
         with the audio of a clip of another class and an all-background target (0 = off).
+    optimizer: "adamw" or "sgd" (momentum `momentum`; CAVP's). schedule: "step" (lr_drop_epochs)
+        or "poly" (lr x (1 - step / total steps) ^ poly_power after every step; CAVP's).
     device: "auto" (CUDA when available), "cpu" or "cuda".
     batchnorm: "train" (per-process batch statistics), "sync" (SyncBatchNorm across GPUs),
         "frozen_backbone" (backbone BN in eval mode with fixed affine parameters, as DETR and
@@ -172,6 +177,11 @@ class TrainConfig:
     num_workers: int = -1
     compile: bool = False
     contrastive_share: float = 0.0
+    pairing: str = "empty_target"
+    optimizer: str = "adamw"
+    momentum: float = 0.9
+    schedule: str = "step"
+    poly_power: float = 0.9
     device: str = "auto"
     batchnorm: str = "train"
     find_unused_parameters: bool = True

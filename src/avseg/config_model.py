@@ -7,6 +7,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from avseg.config_cavp import CavpConfig
+
 
 @dataclass(slots=True)
 class QSDConfig:
@@ -99,3 +101,4 @@ class ModelConfig:
     quantizer: QuantizerConfig = field(default_factory=QuantizerConfig)
     tpavi: TPAVIConfig = field(default_factory=TPAVIConfig)
     extras: ExtrasConfig = field(default_factory=ExtrasConfig)
+    cavp: CavpConfig = field(default_factory=CavpConfig)  # model.name: cavp (docs/cavp.md)

@@ -1,5 +1,5 @@
-"""`avseg bench speed`: inference speed and memory of the backbone, QSD, every Table-2 row and TPAVI,
-side by side in one run on one machine.
+"""`avseg bench speed`: inference speed and memory of the backbone, QSD, every Table-2 row, TPAVI
+and CAVP, side by side in one run on one machine (CAVP only on ResNet backbones; no ONNX row).
 
 Each row is measured in its own subprocess (unless `isolate=False`), so its peak memory is its
 own: on CUDA `torch.cuda.max_memory_allocated`, on the CPU the peak resident set size of that
@@ -17,13 +17,15 @@ import torch
 from avseg.bench.common import peak_memory_mb, run_worker, worker_main
 from avseg.config import Config, load_config
 from avseg.errors import UserError
+from avseg.models.cavp_parts import RESNETS
 
 ROWS = (
     "backbone", "qsd", "ablation/1_baseline", "ablation/2_td", "ablation/3_nonq_sd", "ablation/4_q_sd",
-    "ablation/5_q_sd_avsr", "ablation/6_full", "tpavi",
+    "ablation/5_q_sd_avsr", "ablation/6_full", "tpavi", "cavp",
 )
 RUNTIMES = ("torch", "onnx")
-NO_ONNX = ("backbone", "ablation/2_td")  # the bare backbone is not an avseg model; TD's separator has no ONNX form
+# the bare backbone is not an avseg model; TD's separator has no ONNX form; avseg export does not know CAVP
+NO_ONNX = ("backbone", "ablation/2_td", "cavp")
 
 
 @dataclass
@@ -48,7 +50,7 @@ def row_config(row: str, backbone: str, image_size: int, overrides: list[str]) -
     if row not in ROWS:
         raise UserError(f"unknown bench row '{row}'; expected one of {', '.join(ROWS)}")
     path = {"backbone": "configs/qsd_r50_avss.yaml", "qsd": "configs/qsd_r50_avss.yaml",
-            "tpavi": "configs/tpavi_r50_avss.yaml"}.get(row, f"configs/{row}.yaml")
+            "tpavi": "configs/tpavi_r50_avss.yaml", "cavp": "configs/cavp_r50_avss.yaml"}.get(row, f"configs/{row}.yaml")
     fixed = [f"model.backbone={backbone}", "model.backbone_weights=", "audio.vggish_weights=",
              f"data.image_size={image_size}"]
     return load_config(path, fixed + list(overrides))
@@ -168,6 +170,8 @@ def run_speed(backbones: list[str], rows: list[str], *, isolate: bool = True, pr
             raise UserError(f"--runtime {runtime}: expected one of {', '.join(RUNTIMES)}")
     for backbone in backbones:
         for row in rows:
+            if row == "cavp" and backbone not in RESNETS:  # CAVP's DeepLabV3+ needs a dilated ResNet
+                continue
             wanted = [r for r in runtimes if not (r == "onnx" and row in NO_ONNX)]
             measure = measure_isolated if isolate else measure_row
             for result in measure(row, backbone, runtimes=wanted, **kwargs):

@@ -1,4 +1,5 @@
-"""CAVP's contrastive audio-visual pairing ("A Closer Look at Audio-Visual Semantic Segmentation").
+"""The empty-target pairing (`train.contrastive_share`; CAVP's own pairing is `train.pairing: cavp`,
+`avseg.engine.cavp_pairing`, docs/cavp.md says how the two differ).
 
 A share of each training batch is replaced by mismatched pairs: a clip's frames with the audio of
 another clip that shares no sounding class with it. Nothing in those frames makes that sound, so
@@ -15,10 +16,13 @@ set has categories (S4), any other clip otherwise (MS3).
 
 from __future__ import annotations
 
+from typing import Callable
+
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 
 from avseg.data.sample import Batch
+from avseg.engine.step import compute_losses, forward_batch
 
 
 def clip_classes(batch: Batch) -> list[frozenset[int]]:
@@ -111,3 +115,16 @@ def _pair(out: Batch, source: Batch, i: int, j: int) -> None:
     out.semantic[i] = 0
     out.targets[i] = [_empty_target(target) for target in source.targets[i]]
     out.label_present[i] = source.frame_present[i]
+
+
+def paired_losses(model: nn.Module, batch: Batch, criterion: nn.Module, *, share: float, class_agnostic: bool,
+                  generator: torch.Generator, device: torch.device, autocast: Callable) -> tuple[dict[str, Tensor], int]:
+    """(losses, number of paired clips) of a training step: the batch as it is (share 0) or with
+    the empty-target pairing; `batch` is on the CPU, moved to `device` here."""
+    if share > 0:
+        batch = contrastive_pairs(batch, share, class_agnostic=class_agnostic, generator=generator)
+    paired = len(batch.extras.get("paired", []))
+    batch = batch.to(device, non_blocking=True)
+    with autocast():
+        outputs = forward_batch(model, batch)
+        return compute_losses(outputs, batch, criterion, class_agnostic=class_agnostic), paired

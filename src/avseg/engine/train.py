@@ -33,15 +33,16 @@ from avseg.data.build import class_names as dataset_class_names
 from avseg.data.build import sample_seed
 from avseg.engine import distributed as dist_utils
 from avseg.engine.checkpoint import load_checkpoint, save_checkpoint
+from avseg.engine.cavp_pairing import build_pairing
 from avseg.engine.damaged import DamagedTally, damaged_limit
 from avseg.engine.precision import AMP_MODES, amp_dtype, autocast, compile_model, grad_scaler
 from avseg.engine.optim import build_optimizer, build_scheduler, prepare_batchnorm, set_train_mode
 from avseg.engine.run_dir import LAST, BEST, prepare_output, resolve_resume
 from avseg.engine.runlog import RunLog
 from avseg.engine.seeding import capture_rng_state, configure_determinism, restore_rng_state, seed_everything
-from avseg.engine.step import compute_losses, forward_batch, is_class_agnostic
+from avseg.engine.pairing import paired_losses
+from avseg.engine.step import is_class_agnostic
 from avseg.errors import UserError
-
 
 
 class TrainingDiverged(UserError):
@@ -70,8 +71,6 @@ class Trainer:
         t = config.train
         if t.amp not in AMP_MODES:
             raise UserError(f"train.amp '{t.amp}': expected none, bf16 or fp16")
-        if not 0.0 <= t.contrastive_share <= 1.0:
-            raise UserError(f"train.contrastive_share must lie in [0, 1], got {t.contrastive_share}")
         self.seed = t.seed if t.seed >= 0 else config.seed
         self.device = info.device
         self.out = Path(config.output_dir)
@@ -80,6 +79,7 @@ class Trainer:
         self.class_names = dataset_class_names(config)
         check_num_classes(config, self.class_names)
         self.class_agnostic = is_class_agnostic(config.data.dataset)
+        self.cavp = build_pairing(config, self.class_agnostic)  # None: the empty-target pairing (or none)
         self._build_data()
         self._build_model()
         try:  # bf16 autocast on CUDA and on the CPU; fp16 (with the GradScaler) on CUDA only
@@ -120,8 +120,9 @@ class Trainer:
         model = prepare_batchnorm(model, t.batchnorm, distributed=self.info.distributed, device=self.device)
         self.model = model.to(self.device)  # the plain module: checkpoints, evaluation
         self.optimizer = build_optimizer(self.model, lr=t.lr, backbone_lr_mult=t.backbone_lr_mult,
-                                         weight_decay=t.weight_decay)
-        self.scheduler = build_scheduler(self.optimizer, drop_epochs=t.lr_drop_epochs, factor=t.lr_drop_factor)
+                                         weight_decay=t.weight_decay, optimizer=t.optimizer, momentum=t.momentum)
+        self.scheduler = build_scheduler(self.optimizer, drop_epochs=t.lr_drop_epochs, factor=t.lr_drop_factor,
+                                         schedule=t.schedule, total_steps=self.total_steps(), power=t.poly_power)
         self.criterion = build_criterion(c).to(self.device)
         wrapped: nn.Module = self.model
         if self.info.distributed:
@@ -264,7 +265,8 @@ class Trainer:
         bar.close()
 
     def end_epoch(self) -> None:
-        self.scheduler.step()
+        if self.config.train.schedule == "step":
+            self.scheduler.step()
         self.epoch += 1
         self.batches_done = 0
         every = self.config.train.eval_every
@@ -298,17 +300,14 @@ class Trainer:
 
     def train_step(self, batch) -> dict[str, float]:
         t = self.config.train
-        if t.contrastive_share > 0:
-            from avseg.engine.pairing import contrastive_pairs
-
-            generator = torch.Generator().manual_seed(sample_seed(self.seed, self.step, self.info.rank))
-            batch = contrastive_pairs(batch, t.contrastive_share, class_agnostic=self.class_agnostic,
-                                      generator=generator)
-        paired = len(batch.extras.get("paired", []))
-        batch = batch.to(self.device, non_blocking=True)
-        with self._autocast():
-            outputs = forward_batch(self.wrapped, batch)
-            losses = compute_losses(outputs, batch, self.criterion, class_agnostic=self.class_agnostic)
+        generator = torch.Generator().manual_seed(sample_seed(self.seed, self.step, self.info.rank))
+        if self.cavp is not None:  # CAVP: doubled batch, sound bank, contrastive loss (docs/cavp.md)
+            losses, paired = self.cavp.losses(self.wrapped, batch, self.criterion, epoch=self.epoch,
+                                              generator=generator, device=self.device, autocast=self._autocast)
+        else:  # plain, or the empty-target pairing (train.contrastive_share > 0)
+            losses, paired = paired_losses(self.wrapped, batch, self.criterion, share=t.contrastive_share,
+                                           class_agnostic=self.class_agnostic, generator=generator,
+                                           device=self.device, autocast=self._autocast)
         values = self._check_losses(losses)
         self.optimizer.zero_grad(set_to_none=True)
         self.scaler.scale(losses["loss_total"]).backward()
@@ -321,6 +320,8 @@ class Trainer:
                                    f"{self.epoch}, batch {self.batches_done + 1}); training stopped; {self._kept()}")
         self.scaler.step(self.optimizer)
         self.scaler.update()
+        if t.schedule == "poly":  # stepped per optimizer step
+            self.scheduler.step()
         values.update(grad_norm=grad_norm, paired=float(paired))
         for key, value in values.items():
             self._window[key] = self._window.get(key, 0.0) + value

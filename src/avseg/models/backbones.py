@@ -23,6 +23,7 @@ log = logging.getLogger(__name__)
 BACKBONES = {
     "r18": "resnet18",
     "r50": "resnet50",
+    "r101": "resnet101",  # CAVP (VPO); ResNet-101 at strides 4..32 for the other models too
     "swint": "swin_tiny_patch4_window7_224",
     "pvtb2": "pvt_v2_b2",
     "pvtb5": "pvt_v2_b5",  # the official AVSBench "PVT" model

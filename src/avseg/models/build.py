@@ -19,7 +19,7 @@ from avseg.models.semantic_decoder import AudioSemanticDecoder, AudioVisualFusio
 from avseg.models.separation import SeparateThenSegment, build_separator
 from avseg.models.tpavi import TPAVI
 
-MODELS = ("qsd", "tpavi")
+MODELS = ("qsd", "tpavi", "cavp")
 AUDIO_ENCODERS = ("vggish", "tiny")
 
 
@@ -106,12 +106,18 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
 
 
 def build_criterion(config: Config) -> nn.Module:
-    """The loss of the configured model: QSD's set criterion or TPAVI's dense one."""
+    """The loss of the configured model: QSD's set criterion, TPAVI's dense one or CAVP's."""
     from avseg.models.dense_criterion import AVM_FORMS, DenseCriterion
     from avseg.models.criterion import SetCriterion
     from avseg.models.matcher import HungarianMatcher
 
     loss, model = config.loss, config.model
+    if model.name == "cavp":
+        from avseg.models.cavp_loss import CavpCriterion
+
+        c = model.cavp
+        return CavpCriterion(binary=model.num_classes == 1, contrast_weight=c.contrast_weight,
+                             temperature=c.temperature, max_views=c.max_views)
     if model.name == "tpavi":
         if loss.tpavi_avm_form not in AVM_FORMS:
             raise UserError(f"loss.tpavi_avm_form '{loss.tpavi_avm_form}': expected one of {', '.join(AVM_FORMS)}")
@@ -127,6 +133,30 @@ def build_criterion(config: Config) -> nn.Module:
                         audio_tagging=loss.audio_tagging)
 
 
+CAVP_AUDIO = ("resnet18", "vggish")
+
+
+def build_cavp(config: Config) -> nn.Module:
+    """CAVP (docs/cavp.md) from `model.backbone`, `model.num_classes` and `model.cavp`."""
+    from avseg.models.cavp import CAVP
+    from avseg.models.cavp_parts import DilatedResNet, ResNet18Audio, VGGishAudio
+
+    m, c = config.model, config.model.cavp
+    width = c.aspp_channels + c.low_level_channels
+    if c.audio_network == "resnet18":
+        audio = ResNet18Audio(width, c.audio_channels, c.audio_weights or None)
+    elif c.audio_network == "vggish":
+        audio = VGGishAudio(width, config.audio.vggish_weights or None)
+    else:
+        raise UserError(f"model.cavp.audio_network '{c.audio_network}': expected one of {', '.join(CAVP_AUDIO)}")
+    backbone = DilatedResNet(m.backbone, output_stride=c.output_stride, layer4_dilations=tuple(c.layer4_dilations),
+                             weights=m.backbone_weights or None)
+    return CAVP(backbone=backbone, audio_encoder=audio, num_outputs=m.num_classes + 1, aspp_channels=c.aspp_channels,
+                low_level_channels=c.low_level_channels, aspp_rates=tuple(c.aspp_rates),
+                projector_hidden=c.projector_hidden, fusion_heads=c.fusion_heads,
+                freeze_audio_encoder=config.audio.freeze, head_lr_mult=c.head_lr_mult, audio_lr_mult=c.audio_lr_mult)
+
+
 def build_model(config: Config, *, allow_import: bool = False) -> nn.Module:
     """QSD (any Table-2 row), the TD wrapper of row 2, or TPAVI, as the config says.
 
@@ -135,6 +165,8 @@ def build_model(config: Config, *, allow_import: bool = False) -> nn.Module:
     """
     _check(config)
     m = config.model
+    if m.name == "cavp":
+        return build_cavp(config)
     backbone = Backbone(m.backbone, image_size=config.data.image_size, weights=m.backbone_weights or None,
                         drop_path=m.backbone_drop_path)
     audio_encoder, audio_dim = build_audio_encoder(config)

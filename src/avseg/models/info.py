@@ -15,6 +15,7 @@ from avseg.config import Config, load_config
 PARTS = (
     "backbone", "encoder", "audio_encoder", "audio_proj", "audio_tf", "audio_tag_head", "fusion", "global_asd",
     "quantizer", "recombination", "local_asd", "fpn", "mask_decoder", "query_pos", "project", "tpavi", "decoder", "head",
+    "aspp", "reduce", "projector", "classifier",  # CAVP (its audio network is `audio_encoder`, its fusion `fusion`)
 )
 
 
