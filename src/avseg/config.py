@@ -24,7 +24,8 @@ from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import ConfigKeyError, InterpolationResolutionError, OmegaConfBaseException, ValidationError
 
 from avseg.config_model import ExtrasConfig, ModelConfig, QSDConfig, QuantizerConfig, TPAVIConfig
-from avseg.config_compat import ConfigDeprecationWarning, KeyConflict, deprecation_message, translate_overrides, translate_tree
+from avseg.config_compat import (ConfigDeprecationWarning, KeyConflict, deprecation_message, translate_overrides,
+                                 translate_tree)
 from avseg.errors import UserError
 
 __all__ = ["Config", "ConfigDeprecationWarning", "ConfigError", "ExtrasConfig", "ModelConfig", "QSDConfig",
