@@ -150,12 +150,14 @@ class AVSSDataset(Dataset):
         for t, label in enumerate(labels):
             if label is not None:
                 semantic[t] = torch.from_numpy(self._ids(label, clip.label_ids))
-        log_mel, waveform = read_audio(clip.audio, self.root, count, log_mel=self.frontend == "vggish",
-                                       waveform=self.load_waveform)
-        if self.frontend == "cavp":
+        if self.frontend == "cavp":  # CAVP's ten 1 s chunks (read_audio only for the waveform)
             from avseg.audio.cavp_frontend import avss_chunks, load_channels_16k
 
             log_mel = avss_chunks(load_channels_16k(clip.audio))
+            waveform = read_audio(clip.audio, self.root, count, log_mel=False, waveform=True)[1] \
+                if self.load_waveform else None
+        else:
+            log_mel, waveform = read_audio(clip.audio, self.root, count, waveform=self.load_waveform)
         frame_present = torch.zeros(slots, dtype=torch.bool)
         frame_present[:count] = True
         label_present = torch.zeros(slots, dtype=torch.bool)

@@ -71,7 +71,7 @@ def audio_frontend(config: Config) -> str:
     """`audio.frontend`, checked: "vggish" (default; QSD, TPAVI) or "cavp"."""
     from avseg.data.vpo import FRONTENDS
 
-    frontend = getattr(config.audio, "frontend", "vggish")
+    frontend = config.audio.frontend
     if frontend not in FRONTENDS:
         raise UserError(f"audio.frontend '{frontend}': expected one of {', '.join(FRONTENDS)}")
     return frontend
