@@ -29,8 +29,7 @@ from avseg.config import Config, config_to_dict
 from avseg.config_compat import translate_tree
 from avseg.data.build import (EpochSeededDataset, SkipDamaged, batches_per_epoch, build_dataset, build_loader,
                               check_num_classes, collate_skipping)
-from avseg.data.build import class_names as dataset_class_names
-from avseg.data.build import sample_seed
+from avseg.data.build import class_names as dataset_class_names, sample_seed
 from avseg.engine import distributed as dist_utils
 from avseg.engine.checkpoint import load_checkpoint, save_checkpoint
 from avseg.engine.cavp_pairing import build_pairing
