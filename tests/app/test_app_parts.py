@@ -281,7 +281,10 @@ def test_cli_serves_a_checkpoint_on_localhost(tmp_path, stop):
     process = subprocess.Popen(
         [sys.executable, "-m", "avseg.cli", "app", "--checkpoint", str(checkpoint), "--device", "cpu",
          "--port", str(port), "--examples", str(examples), "--max-upload-mb", "5"],
-        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+        # pytest-xdist's workers ignore SIGINT and a child inherits that: give it back the default,
+        # as a terminal's Ctrl-C reaches the app
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
     try:
         config_json = None
         deadline = time.monotonic() + 90

@@ -8,7 +8,6 @@ import torch
 from avseg.data.build import build_dataset
 from avseg.data.sample import collate_samples
 from avseg.data.synth import SynthConfig, generate
-from avseg.engine import train as train_module
 from avseg.engine.checkpoint import load_checkpoint, model_from_checkpoint
 from avseg.engine.evaluate import evaluate, evaluation_loader
 from avseg.engine.runlog import read_log
@@ -68,7 +67,9 @@ def test_resumed_run_ends_with_the_parameters_of_an_uninterrupted_one(ms3_root, 
 
 def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(ms3_root, tmp_path, tpavi_config,
                                                                            monkeypatch):
-    real = train_module.compute_losses
+    import avseg.engine.pairing as pairing_module  # the training step's losses are computed there
+
+    real = pairing_module.compute_losses
     calls = {"n": 0}
 
     def nan_at_step_3(*args, **kwargs):
@@ -79,7 +80,7 @@ def test_nan_loss_stops_with_a_message_and_keeps_the_last_good_checkpoint(ms3_ro
             losses["loss_total"] = losses["loss_total"] + losses["loss_seg"]
         return losses
 
-    monkeypatch.setattr(train_module, "compute_losses", nan_at_step_3)
+    monkeypatch.setattr(pairing_module, "compute_losses", nan_at_step_3)
     config = tpavi_config(ms3_root, tmp_path / "run", "data.batch_size=2", "train.max_steps=5",
                           "train.checkpoint_every_steps=1")
     with pytest.raises(TrainingDiverged) as info:
