@@ -44,9 +44,9 @@ def stretch(root: Path, factor: float) -> int:
         image.load()
         width, height = image.size
         size = (int(round(width * factor)), height)
-        resample = Image.Resampling.BILINEAR if path.suffix == ".jpg" else Image.Resampling.NEAREST
-        image.resize(size, resample).save(path, quality=95) if path.suffix == ".jpg" else \
-            image.resize(size, resample).save(path)
+        frame = path.suffix == ".jpg"
+        resample = Image.Resampling.BILINEAR if frame else Image.Resampling.NEAREST
+        image.resize(size, resample).save(path, **({"quality": 95} if frame else {}))
         count += 1
     done.write_text(json.dumps({"images": count, "width_factor": factor}))
     return count
