@@ -35,6 +35,7 @@ RULES: list[Rule] = [
     ("model.qsd.num_tokens", lambda v: v >= 1, "must be at least 1"),
     ("model.quantizer.codebook_size", lambda v: v >= 1, "must be at least 1"),
     ("model.quantizer.codebook_decay", _share, "must lie in [0, 1]"),
+    ("model.quantizer.lookup_dim", lambda v: v >= 0, "must be 0 (off) or a positive width"),
     ("model.n_heads", lambda v: v >= 1, "must be at least 1"),
     ("model.ffn_dim", lambda v: v >= 1, "must be at least 1"),
     ("model.qsd.num_sources", lambda v: v >= 1, "must be at least 1"),

@@ -14,6 +14,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from omegaconf import OmegaConf
+from omegaconf.errors import OmegaConfBaseException
+
+from avseg.config_model import ModelConfig
+
 _SECTIONS = {
     "qsd": ("decomposition", "recombination", "local_calibration", "num_tokens", "asd_layers", "separator",
             "num_sources"),
@@ -98,3 +103,18 @@ def translate_overrides(overrides: list[str]) -> tuple[list[str], list[tuple[str
 def deprecation_message(old: str, new: str, source: str) -> str:
     return (f"{source}: config key '{old}' is deprecated, use '{new}' "
             "(the model config is in sections; docs/model.md, 'Config keys')")
+
+
+def comparable_model_section(config: dict) -> dict:
+    """The model section without the weight-file path (irrelevant once trained weights exist);
+    a config stored with the old flat model keys is read into the sections first, and keys added
+    to the model config since the checkpoint was written take their defaults (which is what the
+    model it holds was built with)."""
+    config = {"model": dict(config.get("model", {}))}
+    translate_tree(config)  # moves keys within the copied model dict only
+    model = config.get("model", {})
+    try:
+        model = OmegaConf.to_container(OmegaConf.merge(OmegaConf.structured(ModelConfig), model))
+    except OmegaConfBaseException:  # a key this version does not know: compared as stored (differs)
+        pass
+    return {k: v for k, v in model.items() if k != "backbone_weights"}

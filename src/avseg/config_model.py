@@ -31,13 +31,20 @@ class QSDConfig:
 
 @dataclass(slots=True)
 class QuantizerConfig:
-    """The shared codebook of the quantized decomposition (`model.quantizer.*`)."""
+    """The shared codebook of the quantized decomposition (`model.quantizer.*`).
+
+    lookup_dim: 0 (codewords of width d_model, as the paper's E in [M, C]) or d, quantize in a
+        learned d-dimensional space (factorized codes); cosine: nearest codeword by angle. Both are
+        lookup choices the paper leaves open (docs/study.md, "The codebook collapse").
+    """
 
     codebook_size: int = 128
     codebook_ema: bool = False
     codebook_decay: float = 0.99
     dead_code_threshold: float = 0.0
     kmeans_init: bool = False
+    lookup_dim: int = 0
+    cosine: bool = False
 
 
 @dataclass(slots=True)

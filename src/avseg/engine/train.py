@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from avseg.config import Config, config_to_dict
-from avseg.config_compat import translate_tree
+from avseg.config_compat import comparable_model_section
 from avseg.data.build import (EpochSeededDataset, SkipDamaged, batches_per_epoch, build_dataset, build_loader,
                               check_num_classes, collate_skipping)
 from avseg.data.build import class_names as dataset_class_names, sample_seed
@@ -46,14 +46,6 @@ from avseg.errors import UserError
 
 class TrainingDiverged(UserError):
     """A loss or the gradient became NaN / inf: the run stops, the last good checkpoint stays."""
-
-
-def _model_section(config: dict) -> dict:
-    """The model section without the weight-file path (irrelevant once trained weights exist);
-    a config stored with the old flat model keys is read into the sections first."""
-    config = {"model": dict(config.get("model", {}))}
-    translate_tree(config)  # moves keys within the copied model dict only
-    return {k: v for k, v in config.get("model", {}).items() if k != "backbone_weights"}
 
 
 def _note(message: str, info: dist_utils.DistInfo) -> None:
@@ -143,7 +135,7 @@ class Trainer:
         missing = [k for k in ("optimizer", "scheduler", "rng", "extra") if k not in checkpoint]
         if missing:
             raise UserError(f"{path}: not a training checkpoint (no {', '.join(missing)}); it cannot be resumed")
-        if _model_section(checkpoint["config"]) != _model_section(config_to_dict(self.config)):
+        if comparable_model_section(checkpoint["config"]) != comparable_model_section(config_to_dict(self.config)):
             raise UserError(f"{path}: was trained with another model config than {self.out / 'config.yaml'}")
         self.model.load_state_dict(checkpoint["model"])
         self.optimizer.load_state_dict(checkpoint["optimizer"])

@@ -98,7 +98,7 @@ def build_qsd(config: Config, backbone: Backbone, audio_encoder: nn.Module, audi
         if switches.local_calibration else None,
         quantizer=SharedCodebookQuantizer(dim=m.d_model, codebook_size=vq.codebook_size, ema=vq.codebook_ema,
                                           decay=vq.codebook_decay, dead_code_threshold=vq.dead_code_threshold,
-                                          kmeans_init=vq.kmeans_init)
+                                          kmeans_init=vq.kmeans_init, lookup_dim=vq.lookup_dim, cosine=vq.cosine)
         if switches.decomposition == "quantized" else None,
         recombination=SemanticRecombination(m.d_model, q.num_tokens, 3) if switches.recombination else None,
         freeze_audio_encoder=config.audio.freeze, extras=extras,

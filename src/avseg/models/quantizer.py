@@ -12,6 +12,12 @@ Two kinds of callers:
   `commitment_loss = ||L - sg[E_sel]||^2` applies; no gradient ever reaches E and no statistic
   changes.
 
+Two lookup choices the paper leaves open (docs/study.md, "The codebook collapse"), both off by
+default: `lookup_dim` d > 0 quantizes in a learned d-dimensional space (a linear map in, the
+codebook `[M, d]`, a linear map out to C, as ViT-VQGAN's factorized codes and the `codebook_dim`
+of vector-quantize-pytorch); `cosine` l2-normalises the looked-up vectors and the codewords
+(nearest by angle). Everything else (losses, EMA, k-means, re-seeding) then works in that space.
+
 Squared norms are averaged over all elements (tokens x channels), as in VQ-VAE implementations.
 Codebook statistics (EMA sums and counts, dead-code counts) are all-reduced over the process
 group when torch.distributed is initialised, so every rank keeps the same codebook; this needs
@@ -119,6 +125,9 @@ class SharedCodebookQuantizer(nn.Module):
             0 disables re-seeding.
         kmeans_init: initialise E from the first training batch of global tokens with k-means.
         kmeans_iters: Lloyd iterations of that initialisation.
+        lookup_dim: 0 (the paper: codewords of width C) or d: tokens are mapped to d dimensions by
+            a linear layer, quantized there with a codebook `[M, d]` and mapped back to C.
+        cosine: l2-normalise the vectors and the codewords before the lookup and the losses.
     """
 
     def __init__(
@@ -132,16 +141,25 @@ class SharedCodebookQuantizer(nn.Module):
         dead_code_threshold: float = 0.0,
         kmeans_init: bool = False,
         kmeans_iters: int = 10,
+        lookup_dim: int = 0,
+        cosine: bool = False,
     ) -> None:
         super().__init__()
+        if lookup_dim < 0:
+            raise ValueError(f"lookup_dim must be 0 (off) or positive, got {lookup_dim}")
         self.dim = dim
+        self.lookup_dim = lookup_dim
+        self.cosine = cosine
+        code_dim = lookup_dim or dim
+        self.project_in = nn.Linear(dim, lookup_dim) if lookup_dim else None
+        self.project_out = nn.Linear(lookup_dim, dim) if lookup_dim else None
         self.codebook_size = codebook_size
         self.ema = ema
         self.decay = decay
         self.eps = eps
         self.dead_code_threshold = dead_code_threshold
         self.kmeans_iters = kmeans_iters
-        self.codebook = nn.Parameter(torch.randn(codebook_size, dim), requires_grad=not ema)
+        self.codebook = nn.Parameter(torch.randn(codebook_size, code_dim), requires_grad=not ema)
         # EMA statistics. cluster_size also drives dead-code detection in gradient mode;
         # embed_sum is only read in EMA mode.
         # Starting at ones / the codebook itself keeps E = embed_sum / cluster_size from step 0.
@@ -171,14 +189,14 @@ class SharedCodebookQuantizer(nn.Module):
             raise ValueError(f"tokens have width {tokens.shape[-1]}, the codebook has {self.dim}")
         learn = update_codebook and self.training
         with torch.autocast(device_type=tokens.device.type, enabled=False):
-            flat = tokens.reshape(-1, self.dim).float()
+            flat = self._lookup_space(tokens.reshape(-1, self.dim).float())
             if learn and not bool(self.initialized):
                 self._kmeans_initialize(flat.detach())
-            with torch.no_grad():
-                indices = squared_distances(flat, self.codebook.float()).argmin(dim=1)
             trains_codebook = update_codebook and not self.ema
-            weight = self.codebook if trains_codebook else self.codebook.detach()
-            selected = F.embedding(indices, weight).float()  # [n, C]
+            weight = self._codewords(self.codebook if trains_codebook else self.codebook.detach())
+            with torch.no_grad():
+                indices = squared_distances(flat, weight.detach()).argmin(dim=1)
+            selected = F.embedding(indices, weight).float()  # [n, C] (or [n, d])
             commitment_loss = _mean_squared_error(flat, selected.detach())
             if trains_codebook:
                 codebook_loss = _mean_squared_error(selected, flat.detach())
@@ -187,7 +205,12 @@ class SharedCodebookQuantizer(nn.Module):
             counts = torch.bincount(indices, minlength=self.codebook_size).float()
             if learn:
                 self._update_statistics(flat.detach(), indices, counts)
-        quantized = tokens + (selected.to(tokens.dtype).reshape(tokens.shape) - tokens).detach()
+        if self.project_out is None:
+            quantized = tokens + (selected.to(tokens.dtype).reshape(tokens.shape) - tokens).detach()
+        else:  # straight-through in the lookup space, then back to C
+            with torch.autocast(device_type=tokens.device.type, enabled=False):
+                out = self.project_out(flat + (selected - flat).detach())
+            quantized = out.to(tokens.dtype).reshape(tokens.shape)
         local = not update_codebook if local is None else local
         (self.local_counts if local else self.global_counts).add_(counts)
         probs = counts / counts.sum().clamp(min=1.0)
@@ -200,6 +223,16 @@ class SharedCodebookQuantizer(nn.Module):
             "perplexity": entropy.exp(),
             "usage": (counts > 0).float().mean(),
         }
+
+    def _lookup_space(self, flat: Tensor) -> Tensor:
+        """Tokens `[n, C]` as the codebook sees them: mapped to d dims and / or normalised."""
+        if self.project_in is not None:
+            flat = self.project_in(flat)
+        return F.normalize(flat, dim=1) if self.cosine else flat
+
+    def _codewords(self, weight: Tensor) -> Tensor:
+        """The codewords the lookup compares with: E itself, or E's rows normalised (`cosine`)."""
+        return F.normalize(weight.float(), dim=1) if self.cosine else weight.float()
 
     @torch.no_grad()
     def _kmeans_initialize(self, flat: Tensor) -> None:
@@ -255,5 +288,6 @@ class SharedCodebookQuantizer(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"dim={self.dim}, codebook_size={self.codebook_size}, ema={self.ema}, "
-            f"decay={self.decay}, dead_code_threshold={self.dead_code_threshold}"
+            f"decay={self.decay}, dead_code_threshold={self.dead_code_threshold}, "
+            f"lookup_dim={self.lookup_dim}, cosine={self.cosine}"
         )
