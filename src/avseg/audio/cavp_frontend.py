@@ -144,18 +144,27 @@ def avss_chunks(wave: np.ndarray | Tensor, seconds: int = AVSS_SECONDS) -> Tenso
     return cavp_log_mel(chunks, CHUNK_FRAMES).unsqueeze(1)
 
 
-def load_channels_16k(path) -> np.ndarray:
-    """An audio file -> float32 `[C, n]` at 16 kHz, every channel kept (soxr resampling, as
-    `avseg.audio.to_mono_16k`; the authors use torchaudio's Resample)."""
+def channels_16k(samples: np.ndarray, rate: int) -> np.ndarray:
+    """Samples `[n]` or `[n, C]` (float or integer PCM) at `rate` -> float32 `[C, n_16k]`: every
+    channel kept and resampled on its own (soxr, as `avseg.audio.to_mono_16k`)."""
     import soxr
 
-    from avseg.audio.io import load_audio
     from avseg.audio.logmel import RESAMPLER_QUALITY, _to_float
 
-    samples, rate = load_audio(path)  # [n, C]; AudioError (a UserError) names the file
     wave = _to_float(np.asarray(samples))
     wave = wave[:, None] if wave.ndim == 1 else wave
+    if wave.ndim != 2:
+        raise ValueError(f"audio must be [samples] or [samples, channels], got shape {tuple(wave.shape)}")
     if int(rate) != SAMPLE_RATE and wave.size:
         wave = soxr.resample(np.ascontiguousarray(wave), int(rate), SAMPLE_RATE, quality=RESAMPLER_QUALITY)
         wave = wave[:, None] if wave.ndim == 1 else wave
     return np.ascontiguousarray(wave.T, dtype=np.float32)
+
+
+def load_channels_16k(path) -> np.ndarray:
+    """An audio file -> float32 `[C, n]` at 16 kHz, every channel kept (`channels_16k`; the
+    authors use torchaudio's Resample)."""
+    from avseg.audio.io import load_audio
+
+    samples, rate = load_audio(path)  # [n, C]; AudioError (a UserError) names the file
+    return channels_16k(samples, rate)

@@ -32,7 +32,8 @@ def _components(foreground: Tensor, min_area: int) -> Tensor:
 def masks_to_targets(semantic: Tensor, *, class_agnostic: bool, min_area: int) -> dict[str, Tensor]:
     """Matcher targets of one frame from its class-id map.
 
-    Ignored pixels (`IGNORE_INDEX`, 255) are in no target. Semantic data: one target per class
+    Ignored pixels (`IGNORE_INDEX`, 255) are in no target, and the `ignore` map carries them to
+    the set losses, which leave them out of the mask terms (`avseg.models.matcher`). Semantic data: one target per class
     present (background 0 excluded), dropping classes with
     fewer than `min_area` pixels. Class-agnostic data: the foreground (id > 0) split into
     8-connected components, those under `min_area` pixels dropped (unless all are: then the
@@ -43,7 +44,7 @@ def masks_to_targets(semantic: Tensor, *, class_agnostic: bool, min_area: int) -
 
     Returns:
         {"labels": int64 [N] (>= 1), "masks": bool [N, H, W],
-         "boxes": float32 [N, 4] (cx, cy, w, h) normalised by W, H}.
+         "boxes": float32 [N, 4] (cx, cy, w, h) normalised by W, H, "ignore": bool [H, W]}.
     """
     if class_agnostic:
         masks = _components((semantic != BACKGROUND) & (semantic != IGNORE_INDEX), min_area)
@@ -54,4 +55,4 @@ def masks_to_targets(semantic: Tensor, *, class_agnostic: bool, min_area: int) -
         masks = semantic.unsqueeze(0) == class_ids.view(-1, 1, 1)
         keep = masks.flatten(1).sum(dim=1) >= min_area
         masks, labels = masks[keep], class_ids[keep].to(torch.int64)
-    return {"labels": labels, "masks": masks, "boxes": boxes_from_masks(masks)}
+    return {"labels": labels, "masks": masks, "boxes": boxes_from_masks(masks), "ignore": semantic == IGNORE_INDEX}

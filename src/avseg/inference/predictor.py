@@ -6,8 +6,9 @@
 
 A video is decoded lazily; frames are sampled (the frame nearest each whole second by default),
 each sampled frame gets the 0.975 s of 16 kHz mono audio starting at its sample time (one VGGish
-log-mel example), and the model runs on windows of T consecutive samples. docs/predict.md has the
-rules, the memory behaviour and the output formats.
+log-mel example; with `audio.frontend: cavp` the CAVP front end's input, as evaluation makes it:
+`avseg.inference.audio_input`), and the model runs on windows of T consecutive samples.
+docs/predict.md has the rules, the memory behaviour and the output formats.
 """
 
 from __future__ import annotations
@@ -25,18 +26,18 @@ import torch
 from PIL import Image
 from torch import Tensor, nn
 
-from avseg.audio.logmel import MIN_SAMPLES_PER_EXAMPLE, SAMPLE_RATE, to_mono_16k, vggish_log_mel
+from avseg.audio.logmel import MIN_SAMPLES_PER_EXAMPLE, SAMPLE_RATE
 from avseg.config import Config, load_config
 from avseg.data.datasets import is_binary
 from avseg.data.palette import voc_palette
 from avseg.data.transforms import resize_longest_side, resize_square, to_normalized_tensor
 from avseg.errors import UserError
+from avseg.inference.audio_input import audio_rule
 from avseg.inference.frame_output import OutputRules, frame_output
 from avseg.inference.records import (
     FrameResult,
     FrameTally,
     PendingFrame,
-    cut_wave,
     expected_samples,
     save_class_map,
     video_report,
@@ -143,6 +144,7 @@ class Predictor:
         self.config_path = str(config_path) if config_path is not None else None
         self.palette = voc_palette(max(len(self.class_names), 2))
         self.uses_waveform = getattr(model, "separator", None) is not None
+        self.audio = audio_rule(config)  # the front end's input per frame, as evaluation makes it
 
     @property
     def mask_threshold(self) -> float:
@@ -196,14 +198,10 @@ class Predictor:
         resize = resize_longest_side if self.longest_side else resize_square
         return to_normalized_tensor(resize(Image.fromarray(rgb), self.image_size))
 
-    @staticmethod
-    def _log_mel(wave: np.ndarray) -> np.ndarray:
-        return vggish_log_mel(wave[:AUDIO_SAMPLES], SAMPLE_RATE, num_examples=1)[0]
-
     def _item(self, time: float, frame_index: int, frame_time: float, rgb: np.ndarray,
-              wave: np.ndarray) -> PendingFrame:
-        return PendingFrame(time, frame_index, frame_time, self._image(rgb), self._log_mel(wave),
-                     wave if self.uses_waveform else None, rgb.shape[:2])
+              wave: np.ndarray, source: str = "the audio") -> PendingFrame:
+        return PendingFrame(time, frame_index, frame_time, self._image(rgb), self.audio.features(wave, source),
+                            self.audio.separator_wave(wave) if self.uses_waveform else None, rgb.shape[:2])
 
     @torch.inference_mode()
     def _run(self, windows: list[list[PendingFrame]]) -> list[list[tuple[np.ndarray, list[dict]]]]:
@@ -232,7 +230,8 @@ class Predictor:
             waveform: `[samples]` or `[samples, channels]` at `sample_rate`, starting at time 0;
                 None = silence.
             times: each frame's time in seconds; default 0, 1, ..., T-1 (one frame per second as
-                AVSBench). Frame t hears the 0.975 s from times[t].
+                AVSBench). Frame t hears the 0.975 s from times[t] (the CAVP front end: 1 s or
+                3 s, `avseg.inference.audio_input`).
 
         Returns:
             per frame `{"time", "class_map": [H, W] class ids, "objects": [...]}`.
@@ -243,14 +242,12 @@ class Predictor:
         times = list(range(len(frames))) if times is None else [float(t) for t in times]
         if len(times) != len(frames):
             raise ValueError(f"{len(times)} times for {len(frames)} frames")
-        if waveform is None:
-            mono = np.zeros(0, dtype=np.float32)
-        else:
-            waveform = waveform.cpu().numpy() if isinstance(waveform, Tensor) else np.asarray(waveform)
-            mono = to_mono_16k(waveform, sample_rate).astype(np.float32)
+        if isinstance(waveform, Tensor):
+            waveform = waveform.cpu().numpy()
+        audio = self.audio.waveform(waveform, sample_rate)
         items = []
         for index, (time, rgb) in enumerate(zip(times, frames)):
-            wave = cut_wave(mono, int(round(time * SAMPLE_RATE)), SECOND_SAMPLES)
+            wave = self.audio.cut(audio, int(round(time * SAMPLE_RATE)))
             items.append(self._item(time, index, time, np.ascontiguousarray(rgb), wave))
         if not items:
             return []
@@ -264,7 +261,7 @@ class Predictor:
         """The audio timeline of a video; without an audio track, silence if allowed, else an error."""
         check_audio(info, allow_silent)
         if info.audio is not None:
-            return AudioTimeline(info)
+            return AudioTimeline(info, keep_channels=self.audio.keeps_channels)
         message = f"video {info.path}: no audio track: running on silence (--allow-silent)"
         warnings.warn(message, stacklevel=3)
         return SilentTimeline()
@@ -332,7 +329,8 @@ class Predictor:
 
     def _item_from_frame(self, time: float, decoded: DecodedFrame, info: VideoInfo, audio) -> PendingFrame:
         rgb = decoded.to_rgb(info.width, info.height)
-        return self._item(time, decoded.index, decoded.time, rgb, audio.window(time, SECOND_SAMPLES))
+        wave = audio.window(time, self.audio.samples, trim_end=self.audio.trims_end)
+        return self._item(time, decoded.index, decoded.time, rgb, wave, f"video {info.path}")
 
     def predict_video(self, path: str | Path, out_dir: str | Path | None = None, *, fps: float | None = 1.0,
                       every_frame: bool = False, window: int | None = None, batch: int = 1,

@@ -43,7 +43,7 @@ class PendingFrame:
     frame_index: int
     frame_time: float
     image: Tensor  # [3, S, S] normalised
-    log_mel: np.ndarray  # [96, 64]
+    log_mel: np.ndarray  # [96, 64] (VGGish), or the CAVP front end's [1, 96, 64] / [C, 300, 64]
     wave: np.ndarray | None  # [16000] for the TD separator, else None
     size: tuple[int, int]  # (H, W) of the input
 
@@ -110,7 +110,7 @@ def video_report(predictor, info: VideoInfo, tally: FrameTally, silent: bool, *,
                   "runtime": predictor.runtime, "onnx": predictor.onnx_path,
                   "mask_threshold": predictor.mask_threshold, "score_threshold": predictor.score_threshold},
         "sampling": {"mode": "every_frame" if rate is None else "fps", "fps": rate,
-                     "audio": "16 kHz mono, the 0.975 s starting at each frame's time"},
+                     "audio": predictor.audio.describe()},
         "silent": silent,
         "overlay": "overlay.mp4" if overlay else None,
         "frames": frames,

@@ -2,8 +2,8 @@
 
 Nothing here holds a whole video. `iter_frames` decodes the first video stream one frame at a
 time; `sample_frames` picks the frame nearest each sample time t = k / rate (or every frame);
-`AudioTimeline` decodes the first audio stream lazily, mixes it to mono, resamples it to 16 kHz
-as it goes (streaming soxr, the same filter as `avseg.audio`) and keeps only the samples from the
+`AudioTimeline` decodes the first audio stream lazily, mixes it to mono (or keeps its channels,
+for the CAVP front end), resamples it to 16 kHz as it goes (streaming soxr, the same filter as `avseg.audio`) and keeps only the samples from the
 latest requested window on. docs/predict.md states the rules.
 
 Time 0 is the timestamp of the first decoded video frame; audio is placed on the same timeline
@@ -239,10 +239,11 @@ class AudioTimeline:
     `start` are forgotten, so memory stays at about one window plus one decoded audio frame
     whatever the video's length. Channels are averaged, then each chunk goes through a streaming
     soxr resampler (quality "HQ", as `avseg.audio.to_mono_16k`; identical output to a one-shot
-    resample of the whole track).
+    resample of the whole track). With `keep_channels` the channels are resampled each on its own
+    (as `avseg.audio.cavp_frontend.channels_16k`) and windows are `[C, length]`.
     """
 
-    def __init__(self, info: VideoInfo):
+    def __init__(self, info: VideoInfo, keep_channels: bool = False):
         if info.audio is None:
             raise VideoError(f"video {info.path}: has no audio track")
         self.info = info
@@ -251,6 +252,8 @@ class AudioTimeline:
         self._frames = self._container.decode(stream)
         self._resampler: soxr.ResampleStream | None = None
         self._rate: int | None = None
+        self.keep_channels = keep_channels
+        self._channels: int | None = None  # with keep_channels: the track's, from its first frame
         self._buffer = np.zeros(0, dtype=np.float32)
         self._start = 0  # 16 kHz sample index of self._buffer[0] on the timeline
         self._placed = False
@@ -267,7 +270,8 @@ class AudioTimeline:
 
     def _flush_resampler(self) -> None:
         if self._resampler is not None:
-            self._append(self._resampler.resample_chunk(np.zeros(0, dtype=np.float32), last=True))
+            empty = np.zeros((0, self._channels) if self.keep_channels else 0, dtype=np.float32)
+            self._append(self._resampler.resample_chunk(empty, last=True))
             self._resampler = None
 
     def _pull(self) -> None:
@@ -279,7 +283,16 @@ class AudioTimeline:
             self._flush_resampler()
             self._eof = True
             return
-        mono = audio_to_float(frame).mean(axis=1)
+        mono = audio_to_float(frame)
+        if self.keep_channels:
+            if self._channels is None:
+                self._channels = mono.shape[1]
+                self._buffer = np.zeros((0, self._channels), dtype=np.float32)
+            elif mono.shape[1] != self._channels:
+                raise VideoError(f"video {self.info.path}: the audio track changes from {self._channels} "
+                                 f"to {mono.shape[1]} channels")
+        else:
+            mono = mono.mean(axis=1)
         self.samples_decoded += len(mono)
         rate = int(frame.sample_rate)
         if not self._placed:
@@ -290,20 +303,24 @@ class AudioTimeline:
             self._flush_resampler()
             self._rate = rate
             if rate != SAMPLE_RATE:
-                self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, 1, dtype="float32",
+                self._resampler = soxr.ResampleStream(rate, SAMPLE_RATE, self._channels or 1, dtype="float32",
                                                       quality=RESAMPLER_QUALITY)
         if self._resampler is None:
             self._append(mono)
         else:
             self._append(self._resampler.resample_chunk(mono, last=False))
 
-    def window(self, start: float, length: int) -> np.ndarray:
-        """float32 `[length]`: the 16 kHz samples from `start` seconds on (zeros outside the track)."""
+    def window(self, start: float, length: int, trim_end: bool = False) -> np.ndarray:
+        """float32 `[length]` (`[C, length]` with keep_channels): the 16 kHz samples from `start`
+        seconds on (zeros outside the track). `trim_end`: a window reaching past the end of the
+        track stops there (fewer samples, none when it starts after the end)."""
         first = int(round(start * SAMPLE_RATE))
         last = first + length
         while self._end < last and not self._eof:
             self._pull()
-        out = np.zeros(length, dtype=np.float32)
+        if trim_end and self._eof and self._end < last:
+            last = max(self._end, first)
+        out = np.zeros((last - first, *self._buffer.shape[1:]), dtype=np.float32)
         lo, hi = max(first, self._start), min(last, self._end)
         if hi > lo:
             out[lo - first : hi - first] = self._buffer[lo - self._start : hi - self._start]
@@ -311,6 +328,8 @@ class AudioTimeline:
         if drop:
             self._buffer = self._buffer[drop:].copy()
             self._start += drop
+        if self.keep_channels:
+            return np.ascontiguousarray(out.T if out.ndim == 2 else out[None])
         return out
 
     def close(self) -> None:
@@ -329,7 +348,7 @@ class SilentTimeline:
 
     samples_decoded = 0
 
-    def window(self, start: float, length: int) -> np.ndarray:
+    def window(self, start: float, length: int, trim_end: bool = False) -> np.ndarray:
         return np.zeros(length, dtype=np.float32)
 
     def close(self) -> None:

@@ -10,7 +10,9 @@ every segmentation term is summed over matched pairs (the focal term over all K 
 classes, unmatched predictions having all-zero targets = "no object") and divided by the number
 of target objects in the batch, averaged over ranks when torch.distributed is initialised and
 clamped to >= 1 (as in DETR). Masks are compared at the prediction's size (targets downsampled,
-see matcher.py). Frames without ground truth are left out through `valid`.
+see matcher.py); pixels in a target's `ignore` map (label 255) are left out of the mask BCE and
+Dice, weighted as in the matcher (a frame without ignored pixels gets the plain terms). Frames
+without ground truth are left out through `valid`.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from torch import Tensor, nn
 from torchvision.ops import box_convert, generalized_box_iou, sigmoid_focal_loss
 
 from avseg.distributed import initialized
-from avseg.models.matcher import HungarianMatcher, label_columns, resize_masks, target_boxes
+from avseg.models.matcher import HungarianMatcher, keep_weights, label_columns, resize_masks, target_boxes
 
 SEG_LOSSES = ("loss_ce", "loss_mask", "loss_dice", "loss_bbox", "loss_giou")
 DEFAULT_WEIGHTS = {
@@ -59,6 +61,17 @@ def dice_loss(mask_logits: Tensor, targets: Tensor) -> Tensor:
     numerator = 2 * (prob * targets).sum(dim=1)
     denominator = prob.sum(dim=1) + targets.sum(dim=1)
     return 1 - (numerator + 1) / (denominator + 1)
+
+
+def masked_mask_losses(mask_logits: Tensor, targets: Tensor, keep: Tensor) -> tuple[Tensor, Tensor]:
+    """(BCE mean over kept pixels, Dice) per mask `[n]`; `keep [n, P]` the kept share of each
+    cell (matcher.keep_weights), targets `[n, P]` at most `keep`."""
+    pos, neg = F.softplus(-mask_logits), F.softplus(mask_logits)
+    bce = (targets * pos + (keep - targets) * neg).sum(dim=1) / keep.sum(dim=1).clamp_min(1e-6)
+    prob = mask_logits.sigmoid()
+    numerator = 2 * (prob * targets).sum(dim=1)
+    denominator = (prob * keep).sum(dim=1) + targets.sum(dim=1)
+    return bce, 1 - (numerator + 1) / (denominator + 1)
 
 
 class SetCriterion(nn.Module):
@@ -114,7 +127,8 @@ class SetCriterion(nn.Module):
                 "pred_boxes"?: [F, K, 4] cxcywh in [0, 1], "aux_outputs"?: list of dicts with
                 the same keys (one per earlier decoder layer), "vq"?: {"codebook_loss",
                 "commitment_loss", "local_commitment_loss"?} scalars}.
-            targets: F dicts {"labels": [N] long >= 1, "masks": [N, H, W] bool, "boxes"?}.
+            targets: F dicts {"labels": [N] long >= 1, "masks": [N, H, W] bool, "boxes"?,
+                "ignore"?: [H, W] bool (pixels left out of the mask terms)}.
             valid: bool `[F]`; frames where it is False (no ground truth) get no loss.
 
         Returns:
@@ -210,9 +224,20 @@ class SetCriterion(nn.Module):
             [resize_masks(targets[f]["masks"][t], size) for f, (_, t) in enumerate(matches)]
         ).flatten(1).to(pred.device)
         bce = F.binary_cross_entropy_with_logits(pred, tgt, reduction="none").mean(dim=1)
+        dice = dice_loss(pred, tgt)
+        keeps = [keep_weights(targets[f], size) for f in range(len(matches))]
+        if any(keep is not None for keep in keeps):  # frames with ignored pixels: masked terms
+            counts = [len(t) for _, t in matches]
+            rows = torch.cat([torch.full((n,), keep is not None, dtype=torch.bool)
+                              for n, keep in zip(counts, keeps)]).to(pred.device)
+            keep = torch.cat([keep.to(pred.device).expand(n, -1)
+                              for n, keep in zip(counts, keeps) if keep is not None])
+            masked_bce, masked_dice = masked_mask_losses(pred[rows], tgt[rows], keep)
+            bce, dice = bce.clone(), dice.clone()
+            bce[rows], dice[rows] = masked_bce, masked_dice
         return {
             "loss_mask": bce.sum() / num_objects,
-            "loss_dice": dice_loss(pred, tgt).sum() / num_objects,
+            "loss_dice": dice.sum() / num_objects,
         }
 
     def _box_losses(self, outputs, targets, matches, frame_idx, pred_idx, num_objects) -> dict:

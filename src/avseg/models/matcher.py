@@ -8,6 +8,13 @@ Conventions shared with `losses.py`:
 - Masks are compared at the prediction's size: target masks `[N, H, W]` are downsampled to
   `[N, h, w]` with area interpolation (each value is the fraction of the cell the object covers;
   a soft target at object borders), never the other way round.
+- Ignored pixels (value 255 in the label map; the target's optional `ignore` `[H, W]` bool) are
+  left out of the mask BCE and Dice: the map of kept pixels is downsampled the same way (area),
+  so a cell's weight w is the fraction of its pixels that count (0 = all ignored: the prediction
+  there costs nothing). BCE is then the mean over kept pixels, sum(t * BCE(x, 1) + (w - t) *
+  BCE(x, 0)) / sum(w), and Dice uses sum(p * w) for the predicted area; with w = 1 everywhere
+  these are the plain forms, and a target without ignored pixels takes the plain code path
+  (bit-identical losses).
 - Boxes are (cx, cy, w, h) normalised by the image size; a target without `boxes` gets them
   from its full-resolution masks (pixel extents, so a full-image mask is (0.5, 0.5, 1, 1)).
 - All costs are computed in fp32 with autocast off, whatever the dtype of the predictions.
@@ -44,6 +51,17 @@ def resize_masks(masks: Tensor, size: tuple[int, int]) -> Tensor:
     return F.interpolate(masks.unsqueeze(1), size=size, mode="area").squeeze(1)
 
 
+def keep_weights(target: dict[str, Tensor], size: tuple[int, int]) -> Tensor | None:
+    """Share of kept (not ignored) pixels per cell, float32 `[h*w]` at `size`; None when the
+    target has no `ignore` map or ignores no pixel (then every loss takes its plain form)."""
+    ignore = target.get("ignore")
+    if ignore is None or not bool(ignore.any()):
+        return None
+    if ignore.dim() != 2:
+        raise ValueError(f"a target's ignore map must be [H, W], got shape {tuple(ignore.shape)}")
+    return resize_masks((~ignore.to(torch.bool)).unsqueeze(0), size)[0].flatten()
+
+
 def target_boxes(target: dict[str, Tensor]) -> Tensor:
     """The target's `boxes` `[N, 4]` cxcywh, or boxes derived from its `masks`."""
     if "boxes" in target:
@@ -75,6 +93,23 @@ def mask_dice_cost(mask_logits: Tensor, targets: Tensor) -> Tensor:
     prob = mask_logits.sigmoid()
     numerator = 2 * prob @ targets.t()
     denominator = prob.sum(dim=1, keepdim=True) + targets.sum(dim=1).unsqueeze(0)
+    return 1 - (numerator + 1) / (denominator + 1)
+
+
+def masked_bce_cost(mask_logits: Tensor, targets: Tensor, keep: Tensor) -> Tensor:
+    """`mask_bce_cost` over kept pixels only: `keep [P]` the kept share of each cell (the targets,
+    in no ignored pixel, are at most `keep`); the mean is over the kept pixels."""
+    pos = F.softplus(-mask_logits)  # BCE against 1
+    neg = F.softplus(mask_logits)  # BCE against 0
+    total = pos @ targets.t() + (neg * keep).sum(dim=1, keepdim=True) - neg @ targets.t()
+    return total / keep.sum().clamp_min(1e-6)
+
+
+def masked_dice_cost(mask_logits: Tensor, targets: Tensor, keep: Tensor) -> Tensor:
+    """`mask_dice_cost` over kept pixels only: the predicted area counts kept pixels."""
+    prob = mask_logits.sigmoid()
+    numerator = 2 * prob @ targets.t()
+    denominator = (prob * keep).sum(dim=1, keepdim=True) + targets.sum(dim=1).unsqueeze(0)
     return 1 - (numerator + 1) / (denominator + 1)
 
 
@@ -124,7 +159,8 @@ class HungarianMatcher(nn.Module):
             logits: `[K, num_classes]` class logits.
             masks: `[K, h, w]` mask logits.
             boxes: `[K, 4]` (cx, cy, w, h) in [0, 1], or None to skip the box costs.
-            target: {"labels": [N] long >= 1, "masks": [N, H, W] bool, "boxes"?: [N, 4]}.
+            target: {"labels": [N] long >= 1, "masks": [N, H, W] bool, "boxes"?: [N, 4],
+                "ignore"?: [H, W] bool (pixels left out of the mask costs)}.
         """
         with torch.autocast(device_type=logits.device.type, enabled=False):
             columns = label_columns(target["labels"], logits.shape[-1])
@@ -132,9 +168,16 @@ class HungarianMatcher(nn.Module):
                 logits.float(), columns, self.focal_alpha, self.focal_gamma
             )
             pred = masks.float().flatten(1)
-            tgt = resize_masks(target["masks"], tuple(masks.shape[-2:])).flatten(1).to(pred.device)
-            cost = cost + self.cost_mask * mask_bce_cost(pred, tgt)
-            cost = cost + self.cost_dice * mask_dice_cost(pred, tgt)
+            size = tuple(masks.shape[-2:])
+            tgt = resize_masks(target["masks"], size).flatten(1).to(pred.device)
+            keep = keep_weights(target, size)
+            if keep is None:
+                cost = cost + self.cost_mask * mask_bce_cost(pred, tgt)
+                cost = cost + self.cost_dice * mask_dice_cost(pred, tgt)
+            else:
+                keep = keep.to(pred.device)
+                cost = cost + self.cost_mask * masked_bce_cost(pred, tgt, keep)
+                cost = cost + self.cost_dice * masked_dice_cost(pred, tgt, keep)
             if boxes is not None:
                 pred_boxes = boxes.float()
                 tgt_boxes = target_boxes(target).to(pred_boxes.device)
@@ -159,7 +202,7 @@ class HungarianMatcher(nn.Module):
             outputs: {"pred_logits": [F, K, num_classes], "pred_masks": [F, K, h, w] logits,
                 "pred_boxes"?: [F, K, 4] cxcywh in [0, 1]}; F = frames (B*T flattened).
             targets: F dicts {"labels": [N] long >= 1, "masks": [N, H, W] bool,
-                "boxes"?: [N, 4] cxcywh normalised}.
+                "boxes"?: [N, 4] cxcywh normalised, "ignore"?: [H, W] bool}.
 
         Returns:
             F pairs (pred_indices [n], target_indices [n]) of int64 CPU tensors, n = min(K, N),
