@@ -50,17 +50,52 @@ def test_pvtb5_configs_carry_the_official_settings(task, epochs, avm):
 @pytest.mark.parametrize("name, depth, stride, audio, size, epochs, decay, overwrite", [
     ("vpo_ss", 50, 8, "resnet18", 512, 80, 5e-4, 0.5), ("vpo_ms", 101, 8, "resnet18", 512, 80, 5e-4, 0.5),
     ("vpo_msmi", 50, 8, "resnet18", 512, 80, 5e-4, 0.5), ("avss", 50, 16, "vggish", 512, 80, 1e-4, 0.5),
-    ("single_plus", 50, 16, "vggish", 224, 60, 1e-4, 0.0),
+    ("single_plus", 50, 8, "resnet18", 512, 80, 5e-4, 0.5),
 ])
 def test_cavp_configs_carry_the_authors_settings(name, depth, stride, audio, size, epochs, decay, overwrite):
     # cyh-0/CAVP: config/config_*.py and run.sh: SGD (momentum 0.9), poly 0.9 per step, lr 1e-3 (VPO:
-    # 5e-4 x 2 GPUs), head lr x10, 512 px (Single+: 224), no bank on the shipped Single+ runs
+    # 5e-4 x 2 GPUs), head lr x10, 512 px; Single+ is read by their VPO-SS trainer (use_vpo False),
+    # so it takes the VPO-SS values
     config = load_config(f"configs/cavp_r{depth}_{name}.yaml")
     m, c, t = config.model, config.model.cavp, config.train
     assert (m.name, m.backbone, c.output_stride, c.audio_network, config.data.image_size) == (
         "cavp", f"r{depth}", stride, audio, size)
     assert (t.pairing, t.optimizer, t.momentum, t.schedule, t.poly_power, t.lr) == ("cavp", "sgd", 0.9, "poly", 0.9, 1e-3)
     assert (t.epochs, t.weight_decay, c.head_lr_mult, c.overwrite_rate, c.temperature) == (epochs, decay, 10.0, overwrite, 0.1)
+
+
+def test_single_plus_config_reads_the_authors_layout_and_classes(tmp_path):
+    """configs/cavp_r50_single_plus.yaml: CAVP's Single+ folder (24 classes with background, their
+    index_table_avs), the 3 s spectrogram; a sample of that layout goes through the model."""
+    import csv
+
+    import numpy as np
+    import soundfile
+    from PIL import Image
+
+    from avseg.data.build import build_dataset, class_names
+
+    root = tmp_path / "single_plus"
+    for folder in ("frames", "labels", "audios"):
+        (root / folder).mkdir(parents=True)
+    Image.new("RGB", (40, 30), (10, 200, 30)).save(root / "frames/a.png")
+    labels = np.zeros((30, 40), np.uint8)
+    labels[5:20, 5:25] = 23  # typing_on_computer_keyboard, the authors' last class
+    Image.fromarray(labels).save(root / "labels/a.png")
+    soundfile.write(root / "audios/a.wav", _chirp(16000 * 4), 16000)
+    with open(root / "metadata.csv", "w", newline="") as handle:
+        csv.writer(handle).writerows([["name", "category", "split"],
+                                      ["a", "typing_on_computer_keyboard,background", "train"]])
+    config = load_config("configs/cavp_r50_single_plus.yaml", [f"data.root={root}", *SMALL])
+    assert (config.data.dataset, config.audio.frontend, config.model.num_classes) == ("single_plus_cavp", "cavp", 23)
+    names = class_names(config)
+    assert len(names) == 24 and names[0] == "background" and names[23] == "typing_on_computer_keyboard"
+    sample = build_dataset(config, "train")[0]
+    assert sample.log_mel.shape == (1, 1, 300, 64) and sample.labels[0].tolist() == [23]
+    torch.manual_seed(0)
+    with torch.no_grad():
+        out = build_model(config).eval()(frames=sample.frames[None], log_mel=sample.log_mel[None])
+    assert out["semantic_logits"].shape == (1, 24, 64, 64)
 
 
 def _chirp(samples: int, rate: int = 16000):
