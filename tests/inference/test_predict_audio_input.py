@@ -21,7 +21,8 @@ from avseg.audio.io import load_audio
 from avseg.audio.logmel import to_mono_16k, vggish_log_mel
 from avseg.config import load_config
 from avseg.data.build import build_dataset
-from avseg.inference.audio_input import audio_rule
+from avseg.errors import UserError
+from avseg.inference.audio_input import AudioRule, audio_rule
 from avseg.inference.video import AudioTimeline, probe_video
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -156,3 +157,20 @@ def test_stream_keeps_channels_and_trims_at_the_end_of_the_track(tmp_path, make_
     assert (items[-1].log_mel.max(axis=-1) > -0.9).all()  # tiled, not padded with silence
     with pytest.raises(Exception, match="3 audio channels, the model takes 2"):
         rule.features(np.zeros((3, 48000), np.float32), "x.wav")
+
+
+@pytest.mark.parametrize("kind", ["vggish", "cavp_clip"])
+def test_every_audio_rule_refuses_a_transposed_track_and_a_bad_rate(kind):
+    """Both paths (mono VGGish, channels kept for CAVP) check the track as `to_mono_16k` does."""
+    rule = AudioRule(kind, channels=2)
+    with pytest.raises(ValueError, match=r"more channels than samples.*\[samples, channels\]"):
+        rule.waveform(np.zeros((2, 16000), np.float32), 16000)
+    with pytest.raises(ValueError, match="sample_rate must be a positive integer"):
+        rule.waveform(np.zeros((16000, 2), np.float32), 0)
+    assert rule.waveform(np.zeros((16000, 2), np.float32), 16000).shape[-1] == 16000
+
+
+def test_an_unknown_front_end_is_refused_by_name():
+    config = load_config(CAVP_CONFIG, ["audio.frontend=mel"])
+    with pytest.raises(UserError, match="audio.frontend 'mel': expected one of vggish, cavp"):
+        audio_rule(config)

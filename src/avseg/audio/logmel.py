@@ -90,16 +90,9 @@ def _to_float(waveform: np.ndarray) -> np.ndarray:
     )
 
 
-def to_mono_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
-    """Scale, average channels and resample to 16 kHz, as VGGish does before its STFT.
-
-    Args:
-        waveform: ``[samples]`` or ``[samples, channels]``; float, int16, int32 or uint8.
-        sample_rate: rate of ``waveform`` in Hz.
-
-    Returns:
-        float64 ``[samples_16k]``.
-    """
+def check_waveform(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    """`waveform` as an array, checked to be ``[samples]`` or ``[samples, channels]`` (not
+    ``[channels, samples]``) at a positive integer `sample_rate`; ValueError naming the problem."""
     waveform = np.asarray(waveform)
     if waveform.ndim not in (1, 2):
         raise ValueError(
@@ -112,6 +105,20 @@ def to_mono_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
         )
     if int(sample_rate) != sample_rate or sample_rate <= 0:
         raise ValueError(f"sample_rate must be a positive integer; got {sample_rate!r}")
+    return waveform
+
+
+def to_mono_16k(waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+    """Scale, average channels and resample to 16 kHz, as VGGish does before its STFT.
+
+    Args:
+        waveform: ``[samples]`` or ``[samples, channels]``; float, int16, int32 or uint8.
+        sample_rate: rate of ``waveform`` in Hz.
+
+    Returns:
+        float64 ``[samples_16k]``.
+    """
+    waveform = check_waveform(waveform, sample_rate)
     mono = _to_float(waveform)
     if mono.ndim == 2:
         mono = mono.mean(axis=1)

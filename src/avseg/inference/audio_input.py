@@ -28,8 +28,9 @@ import numpy as np
 import torch
 
 from avseg.audio import cavp_frontend as cavp
-from avseg.audio.logmel import MIN_SAMPLES_PER_EXAMPLE, SAMPLE_RATE, to_mono_16k, vggish_log_mel
+from avseg.audio.logmel import MIN_SAMPLES_PER_EXAMPLE, SAMPLE_RATE, check_waveform, to_mono_16k, vggish_log_mel
 from avseg.config import Config
+from avseg.data.build import audio_frontend
 from avseg.data.datasets import is_binary, is_image_dataset
 from avseg.errors import UserError
 from avseg.inference.records import cut_wave
@@ -83,13 +84,7 @@ class AudioRule:
             return np.zeros(0, np.float32) if samples is None else to_mono_16k(samples, rate).astype(np.float32)
         if samples is None:
             return np.zeros((1, 0), np.float32)
-        samples = np.asarray(samples)
-        if samples.ndim == 2 and samples.shape[1] > samples.shape[0]:
-            raise ValueError(f"waveform of shape {samples.shape} has more channels than samples: it looks like "
-                             "[channels, samples]; pass it transposed as [samples, channels]")
-        if int(rate) != rate or rate <= 0:
-            raise ValueError(f"sample_rate must be a positive integer; got {rate!r}")
-        return cavp.channels_16k(samples, int(rate))
+        return cavp.channels_16k(check_waveform(samples, rate), int(rate))
 
     def cut(self, wave: np.ndarray, start: int) -> np.ndarray:
         """The window of a frame whose time is sample `start` of a 16 kHz `waveform(...)`."""
@@ -136,11 +131,8 @@ class AudioRule:
 
 def audio_rule(config: Config) -> AudioRule:
     """The predict-time audio rule of a config (module docstring)."""
-    frontend = config.audio.frontend
-    if frontend == "vggish":
+    if audio_frontend(config) == "vggish":
         return AudioRule()
-    if frontend != "cavp":
-        raise UserError(f"audio.frontend '{frontend}': expected one of vggish, cavp")
     if is_binary(config.data.dataset):
         raise UserError(f"audio.frontend 'cavp' is for AVSS, Single+ and VPO; {config.data.dataset} reads VGGish log-mels")
     if not is_image_dataset(config.data.dataset):
