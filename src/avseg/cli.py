@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "synth": ("avseg.data.synth.cli", "generate the synthetic audio-visual benchmark in an official layout"),
     "check-data": ("avseg.data.check", "check every clip of a data set folder and report damaged files"),
     "build-vpo": ("avseg.data.vpo_build", "build the VPO csvs from a local COCO and VGGSound"),
-    "model-info": ("avseg.models.info", "build a model from a config and report parameters, FLOPs, shapes, time"),
+    "model-info": ("avseg.bench.model_info", "build a model from a config and report parameters, FLOPs, shapes, time"),
     "pretrain-audio": ("avseg.engine.audio_pretrain", "pretrain the small audio encoder on audio tagging (CPU configs)"),
     "train": ("avseg.engine.train_cli", "train a model (one process, or DDP under torchrun); resumable exactly"),
     "convert-tpavi": ("avseg.engine.convert_tpavi", "convert an official AVSBench TPAVI checkpoint into an avseg checkpoint"),

@@ -174,3 +174,10 @@ def test_an_unknown_front_end_is_refused_by_name():
     config = load_config(CAVP_CONFIG, ["audio.frontend=mel"])
     with pytest.raises(UserError, match="audio.frontend 'mel': expected one of vggish, cavp"):
         audio_rule(config)
+
+
+@pytest.mark.parametrize("rule", [AudioRule(), AudioRule("cavp_chunk"), AudioRule("cavp_clip", channels=2, tail=256)])
+def test_input_shape_is_what_features_make(rule):
+    """model-info and bench speed feed random audio of `input_shape`: the shape a real frame gets."""
+    wave = rule.waveform(np.random.default_rng(0).normal(0, 0.1, (4 * 44100, 2)).astype(np.float32), 44100)
+    assert rule.features(rule.cut(wave, 16000)).shape == rule.input_shape

@@ -199,3 +199,12 @@ def test_qsd_paper_configs_evaluate_at_the_longest_side_and_tpavi_configs_square
         # TPAVI and CAVP evaluate as their authors' code does (square); QSD as its paper says
         expected = "square" if Path(path).stem.startswith(("tpavi", "cavp")) else "longest_side"
         assert load_config(path).data.resize == expected, path
+
+
+def test_model_info_feeds_the_audio_of_the_configs_front_end(capsys):
+    """Single+ with the CAVP front end hears 3 s per frame (`[C, 300, 64]`), not VGGish's 0.96 s."""
+    small = ["data.image_size=64", "model.backbone=r18", "model.backbone_weights=", "model.cavp.audio_channels=2"]
+    assert main(["model-info", "configs/cavp_r50_single_plus.yaml", *small, "--random-init", "--frames", "1"]) == 0
+    assert "audio [2, 300, 64] per frame" in capsys.readouterr().out
+    assert main(["model-info", "configs/qsd_r50_ms3.yaml", *SMALL, "--random-init", "--frames", "1"]) == 0
+    assert "audio [96, 64] per frame" in capsys.readouterr().out

@@ -73,9 +73,11 @@ def _build(row: str, config: Config, device: torch.device):
 
 
 def _inputs(row: str, config: Config, frames: int, device: torch.device) -> dict:
+    from avseg.inference.audio_input import audio_rule
     from avseg.models.info import random_inputs
 
-    inputs = {k: v.to(device) for k, v in random_inputs(config, 1, frames).items()}
+    shape = audio_rule(config).input_shape
+    inputs = {k: v.to(device) for k, v in random_inputs(config, 1, frames, shape).items()}
     if row == "backbone":
         return {"images": inputs["frames"].flatten(0, 1)}
     return inputs

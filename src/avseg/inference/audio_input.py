@@ -59,6 +59,15 @@ class AudioRule:
         return self.clip + self.tail
 
     @property
+    def input_shape(self) -> tuple[int, ...]:
+        """One frame's audio input, as `features` makes it."""
+        if self.kind == "vggish":
+            return (96, 64)
+        if self.kind == "cavp_chunk":
+            return (1, cavp.CHUNK_FRAMES, 64)
+        return (self.channels, cavp.CLIP_FRAMES, 64)
+
+    @property
     def keeps_channels(self) -> bool:
         """The CAVP front end resamples each channel before mixing (as its readers)."""
         return self.kind != "vggish"

@@ -1,8 +1,8 @@
-"""`avseg model-info CONFIG`: build a model, run one forward on random input, and describe it."""
+"""Describe a model: parameters per part, FLOPs, output shapes and time of one forward on random
+input (`avseg model-info`, whose command line is avseg.bench.model_info)."""
 
 from __future__ import annotations
 
-import argparse
 import time
 from dataclasses import dataclass
 
@@ -10,7 +10,7 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
-from avseg.config import Config, load_config
+from avseg.config import Config
 
 PARTS = (
     "backbone", "encoder", "audio_encoder", "audio_proj", "audio_tf", "audio_tag_head", "fusion", "global_asd",
@@ -26,13 +26,16 @@ class ModelInfo:
     gflops: float
     outputs: dict[str, tuple[int, ...]]
     forward_ms: float
+    audio_shape: tuple[int, ...] = (96, 64)
 
 
-def random_inputs(config: Config, batch: int, frames: int) -> dict:
+def random_inputs(config: Config, batch: int, frames: int, audio_shape: tuple[int, ...] = (96, 64)) -> dict:
+    """Random frames and audio of one batch. audio_shape: one frame's audio input (the front
+    end's: `inference.audio_input.AudioRule.input_shape`; VGGish's `[96, 64]` by default)."""
     size = config.data.image_size
     inputs = {
         "frames": torch.randn(batch, frames, 3, size, size),
-        "log_mel": torch.randn(batch, frames, 96, 64),
+        "log_mel": torch.randn(batch, frames, *audio_shape),
         "frame_present": torch.ones(batch, frames, dtype=torch.bool),
     }
     if config.model.qsd.separator:
@@ -45,7 +48,7 @@ def _core(model: nn.Module) -> nn.Module:
 
 
 def describe(model: nn.Module, config: Config, *, batch: int = 1, frames: int = 5,
-             device: str | torch.device = "cpu") -> ModelInfo:
+             device: str | torch.device = "cpu", audio_shape: tuple[int, ...] = (96, 64)) -> ModelInfo:
     """Parameters per part, FLOPs and output shapes of one forward pass on random input on `device`."""
     core = _core(model)
     parts = []
@@ -57,7 +60,7 @@ def describe(model: nn.Module, config: Config, *, batch: int = 1, frames: int = 
     all_params = list(model.parameters())
     total = (sum(p.numel() for p in all_params), sum(p.numel() for p in all_params if p.requires_grad))
     device = torch.device(device)
-    inputs = {k: v.to(device) for k, v in random_inputs(config, batch, frames).items()}
+    inputs = {k: v.to(device) for k, v in random_inputs(config, batch, frames, audio_shape).items()}
     model.to(device).eval()
     gflops = count_gflops(model, inputs)
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda _: None)
@@ -68,7 +71,7 @@ def describe(model: nn.Module, config: Config, *, batch: int = 1, frames: int = 
         sync(device)
         elapsed = (time.perf_counter() - start) * 1000
     shapes = {k: tuple(v.shape) for k, v in outputs.items() if torch.is_tensor(v)}
-    return ModelInfo(parts, total, gflops, shapes, elapsed)
+    return ModelInfo(parts, total, gflops, shapes, elapsed, tuple(audio_shape))
 
 
 def count_gflops(model: nn.Module, inputs: dict) -> float:
@@ -83,7 +86,7 @@ def format_info(info: ModelInfo, config: Config, frames: int, device: str = "cpu
     m = config.model
     lines = [
         f"model {m.name}  backbone {m.backbone}  classes {m.num_classes}  "
-        f"input {frames} frames x {config.data.image_size} px",
+        f"input {frames} frames x {config.data.image_size} px, audio {list(info.audio_shape)} per frame",
         f"{'part':<16}{'params':>14}{'trainable':>14}",
     ]
     lines += [f"{name:<16}{total:>14,}{trainable:>14,}" for name, total, trainable in info.parts]
@@ -91,29 +94,3 @@ def format_info(info: ModelInfo, config: Config, frames: int, device: str = "cpu
     lines.append(f"GFLOPs per clip: {info.gflops:.2f}   forward: {info.forward_ms:.0f} ms ({device}, one clip)")
     lines += [f"output {key}: {list(shape)}" for key, shape in info.outputs.items()]
     return "\n".join(lines)
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("config", help="YAML config (e.g. configs/qsd_r50_s4.yaml)")
-    parser.add_argument("overrides", nargs="*", help="dotted overrides, e.g. model.qsd.num_tokens=3")
-    parser.add_argument("--frames", type=int, default=5, help="frames per clip of the random input (default 5)")
-    parser.add_argument("--random-init", action="store_true",
-                        help="ignore the weight files named in the config (random backbone and VGGish)")
-    parser.add_argument("--allow-import", action="store_true",
-                        help="honour a package.module:factory model.qsd.separator in CONFIG (imports that code)")
-    parser.add_argument("--device", default="auto",
-                        help="device of the timed forward pass: auto (default: cuda if available, else cpu), cpu, cuda")
-
-
-def run_cli(args: argparse.Namespace) -> int:
-    from avseg.models.build import build_model
-
-    overrides = list(args.overrides)
-    if args.random_init:
-        overrides += ["model.backbone_weights=", "audio.vggish_weights="]
-    config = load_config(args.config, overrides)
-    model = build_model(config, allow_import=args.allow_import)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
-    info = describe(model, config, frames=args.frames, device=device)
-    print(format_info(info, config, args.frames, device=str(device)))
-    return 0
