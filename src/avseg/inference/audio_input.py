@@ -28,7 +28,8 @@ import numpy as np
 import torch
 
 from avseg.audio import cavp_frontend as cavp
-from avseg.audio.logmel import MIN_SAMPLES_PER_EXAMPLE, SAMPLE_RATE, check_waveform, to_mono_16k, vggish_log_mel
+from avseg.audio.logmel import (MIN_SAMPLES_PER_EXAMPLE, NUM_BANDS, NUM_FRAMES, SAMPLE_RATE, check_waveform, to_mono_16k,
+                                vggish_log_mel)
 from avseg.config import Config
 from avseg.data.build import audio_frontend
 from avseg.data.datasets import is_binary, is_image_dataset
@@ -62,10 +63,10 @@ class AudioRule:
     def input_shape(self) -> tuple[int, ...]:
         """One frame's audio input, as `features` makes it."""
         if self.kind == "vggish":
-            return (96, 64)
+            return (NUM_FRAMES, NUM_BANDS)
         if self.kind == "cavp_chunk":
-            return (1, cavp.CHUNK_FRAMES, 64)
-        return (self.channels, cavp.CLIP_FRAMES, 64)
+            return (1, cavp.CHUNK_FRAMES, cavp.NUM_BANDS)
+        return (self.channels, cavp.CLIP_FRAMES, cavp.NUM_BANDS)
 
     @property
     def keeps_channels(self) -> bool:

@@ -10,7 +10,10 @@ import torch
 from torch import nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from avseg.audio.logmel import NUM_BANDS, NUM_FRAMES
 from avseg.config import Config
+
+VGGISH_INPUT = (NUM_FRAMES, NUM_BANDS)  # one frame's VGGish log-mel example: the default audio input
 
 PARTS = (
     "backbone", "encoder", "audio_encoder", "audio_proj", "audio_tf", "audio_tag_head", "fusion", "global_asd",
@@ -26,12 +29,12 @@ class ModelInfo:
     gflops: float
     outputs: dict[str, tuple[int, ...]]
     forward_ms: float
-    audio_shape: tuple[int, ...] = (96, 64)
+    audio_shape: tuple[int, ...] = VGGISH_INPUT
 
 
-def random_inputs(config: Config, batch: int, frames: int, audio_shape: tuple[int, ...] = (96, 64)) -> dict:
+def random_inputs(config: Config, batch: int, frames: int, audio_shape: tuple[int, ...] = VGGISH_INPUT) -> dict:
     """Random frames and audio of one batch. audio_shape: one frame's audio input (the front
-    end's: `inference.audio_input.AudioRule.input_shape`; VGGish's `[96, 64]` by default)."""
+    end's: `inference.audio_input.AudioRule.input_shape`; VGGish's `VGGISH_INPUT` by default)."""
     size = config.data.image_size
     inputs = {
         "frames": torch.randn(batch, frames, 3, size, size),
@@ -48,7 +51,7 @@ def _core(model: nn.Module) -> nn.Module:
 
 
 def describe(model: nn.Module, config: Config, *, batch: int = 1, frames: int = 5,
-             device: str | torch.device = "cpu", audio_shape: tuple[int, ...] = (96, 64)) -> ModelInfo:
+             device: str | torch.device = "cpu", audio_shape: tuple[int, ...] = VGGISH_INPUT) -> ModelInfo:
     """Parameters per part, FLOPs and output shapes of one forward pass on random input on `device`."""
     core = _core(model)
     parts = []
