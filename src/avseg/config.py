@@ -60,6 +60,10 @@ class DataConfig:
     # turns car into airplane where one mask holds both; for numbers comparable with theirs)
     vpo_remap: str = "correct"
     horizontal_flip: bool = False
+    # training augmentation: "none" (the readers' resize, plus horizontal_flip) or "cavp" (CAVP's
+    # loaders: flip with the stereo channels swapped, random rescale, VPO colour jitter, padding
+    # with 255 and a random image_size crop; avseg.data.augment, docs/cavp-data.md)
+    train_augment: str = "none"
     use_log_mel_pkl: bool = False  # unpickling runs code: opt in only for files you trust
     load_waveform: bool = False  # keep the 16 kHz waveform in each sample (Table 2 row 2 needs it)
     batch_size: int = 4

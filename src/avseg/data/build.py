@@ -21,6 +21,7 @@ import torch.distributed as dist
 from torch.utils.data import DataLoader, Dataset, DistributedSampler, Sampler
 
 from avseg.config import Config
+from avseg.data.augment import AugmentedDataset
 from avseg.data.datasets import (  # noqa: F401 (DATASETS re-exported)
     DATASETS, VPO_EVAL_RULES, check_dataset_name, is_binary, is_image_dataset,
 )
@@ -43,8 +44,10 @@ def build_dataset(config: Config, split: str) -> Dataset:
     data = config.data
     _check_name(data.dataset)
     frontend = audio_frontend(config)
+    augment = train_augment(config, split)
     if is_image_dataset(data.dataset):
-        return image_dataset(config, split)
+        dataset = image_dataset(config, split)
+        return dataset if augment is None else AugmentedDataset(dataset, augment)
     from avseg.data.transforms import RESIZES, train_transform
 
     if data.resize not in RESIZES:
@@ -56,15 +59,28 @@ def build_dataset(config: Config, split: str) -> Dataset:
         kwargs["frontend"] = frontend
     if split == "train":
         layout = "avss" if data.dataset in ("avss", "single_plus") else data.dataset
-        kwargs["train_transforms"] = train_transform(layout, data.image_size,
-                                                     hflip_prob=0.5 if data.horizontal_flip else 0.0)
+        flip = data.horizontal_flip and augment is None  # CAVP's augmentation flips itself
+        kwargs["train_transforms"] = train_transform(layout, data.image_size, hflip_prob=0.5 if flip else 0.0)
     if is_binary(data.dataset):
         kwargs["use_log_mel_pkl"] = data.use_log_mel_pkl
     elif data.dataset == "avss":
         kwargs["subsets"] = tuple(data.avss_subsets)
     else:  # single_plus: the v1s clips, 5 frames each
         kwargs["pad_to"] = 5
-    return build_reader(data.dataset, data.root, split, **kwargs)
+    dataset = build_reader(data.dataset, data.root, split, **kwargs)
+    return dataset if augment is None else AugmentedDataset(dataset, augment)
+
+
+def train_augment(config: Config, split: str):
+    """`data.train_augment`, checked: CAVP's augmentation for the train split, else None."""
+    from avseg.data.augment import AUGMENTS, cavp_augment_for
+
+    name = config.data.train_augment
+    if name not in AUGMENTS:
+        raise UserError(f"data.train_augment '{name}': expected one of {', '.join(AUGMENTS)}")
+    if name == "none" or split != "train":
+        return None
+    return cavp_augment_for(config.data.dataset, config.data.image_size)
 
 
 def audio_frontend(config: Config) -> str:
@@ -95,7 +111,9 @@ def image_dataset(config: Config, split: str) -> Dataset:
     and the maps are merged by a per-pixel majority vote (evaluate.py).
     """
     data = config.data
-    size = None if native_evaluation(config, split) else data.image_size
+    # native size: CAVP's evaluation, and CAVP's augmentation (it rescales and crops the original)
+    native = native_evaluation(config, split) or train_augment(config, split) is not None
+    size = None if native else data.image_size
     frontend = audio_frontend(config)
     if data.dataset == "single_plus_cavp":
         from avseg.data.single_plus import SinglePlusDataset
