@@ -117,3 +117,29 @@ def test_every_row_of_the_shipped_specs_builds_its_model(tmp_path):
             model = build_model(config)
             core = model.baseline if isinstance(model, SeparateThenSegment) else model
             assert isinstance(core, QSD) and core.switches.decomposition == config.model.qsd.decomposition
+
+
+def test_the_cavp_and_codebook_specs_build_what_their_rows_say(tmp_path):
+    from avseg.models.build import build_model
+    from avseg.models.cavp import CAVP
+    from avseg.models.qsd import QSD
+    from avseg.study.spec import run_config
+
+    cavp = load_spec("configs/study/cavp.yaml")
+    assert not cavp.audio_pretrain.enabled  # CAVP's audio network learns with the model
+    assert cavp.benchmark == load_spec("configs/study/medium.yaml").benchmark  # the QSD study's clips
+    pairings = {}
+    for row in cavp.rows:
+        config = run_config(cavp, row.name, 1, tmp_path / "data", tmp_path / row.name, None)
+        assert isinstance(build_model(config), CAVP) and not config.audio.freeze
+        pairings[row.name] = (config.train.pairing, config.train.contrastive_share)
+    assert pairings == {"cavp_pairing": ("cavp", pairings["cavp_pairing"][1]), "cavp_plain": ("empty_target", 0.0)}
+    codebook = load_spec("configs/study/codebook.yaml")
+    small = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
+             "model.qsd.asd_layers=1", "model.decoder_layers=1", "model.quantizer.codebook_size=16"]
+    codebook.overrides = list(codebook.overrides) + small
+    for row in codebook.rows:
+        config = run_config(codebook, row.name, 0, tmp_path / "data", tmp_path / row.name, None)
+        assert config.model.quantizer.cosine == ("model.quantizer.cosine=true" in row.overrides)
+        assert config.model.extras.tag_gating == ("model.extras.tag_gating=true" in row.overrides)
+        assert isinstance(build_model(config), QSD)
