@@ -133,7 +133,7 @@ def test_the_cavp_and_codebook_specs_build_what_their_rows_say(tmp_path):
         config = run_config(cavp, row.name, 1, tmp_path / "data", tmp_path / row.name, None)
         assert isinstance(build_model(config), CAVP) and not config.audio.freeze
         pairings[row.name] = (config.train.pairing, config.train.contrastive_share)
-    assert pairings == {"cavp_pairing": ("cavp", pairings["cavp_pairing"][1]), "cavp_plain": ("empty_target", 0.0)}
+    assert [p for p, _ in pairings.values()] == ["cavp"]
     codebook = load_spec("configs/study/codebook.yaml")
     small = ["model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
              "model.qsd.asd_layers=1", "model.decoder_layers=1", "model.quantizer.codebook_size=16"]
