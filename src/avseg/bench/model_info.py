@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import argparse
 
-import torch
-
 from avseg.config import load_config
 from avseg.models.info import describe, format_info
 
@@ -25,6 +23,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_cli(args: argparse.Namespace) -> int:
     from avseg.inference.audio_input import audio_rule
+    from avseg.inference.predictor import resolve_device
     from avseg.models.build import build_model
 
     overrides = list(args.overrides)
@@ -32,7 +31,7 @@ def run_cli(args: argparse.Namespace) -> int:
         overrides += ["model.backbone_weights=", "audio.vggish_weights="]
     config = load_config(args.config, overrides)
     model = build_model(config, allow_import=args.allow_import)
-    device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device.replace("auto", "cpu")
+    device = resolve_device(args.device)
     info = describe(model, config, frames=args.frames, device=device, audio_shape=audio_rule(config).input_shape)
     print(format_info(info, config, args.frames, device=str(device)))
     return 0

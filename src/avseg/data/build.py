@@ -46,7 +46,7 @@ def build_dataset(config: Config, split: str) -> Dataset:
     frontend = audio_frontend(config)
     augment = train_augment(config, split)
     if is_image_dataset(data.dataset):
-        dataset = image_dataset(config, split)
+        dataset = image_dataset(config, split, native=augment is not None)
         return dataset if augment is None else AugmentedDataset(dataset, augment)
     from avseg.data.transforms import RESIZES, train_transform
 
@@ -101,19 +101,20 @@ def native_evaluation(config: Config, split: str) -> bool:
     return is_image_dataset(config.data.dataset) and split != "train" and rule == "native"
 
 
-def image_dataset(config: Config, split: str) -> Dataset:
+def image_dataset(config: Config, split: str, *, native: bool = False) -> Dataset:
     """VPO or Single+ (CAVP's layout): one image per sample, wrapped in `StillImageClips`.
 
-    Training reads `data.image_size` squares. Evaluation with `data.vpo_eval: native` reads each
+    Training reads `data.image_size` squares, or with `native` (CAVP's augmentation follows)
+    each image at its own size. Evaluation with `data.vpo_eval: native` reads each
     image at its own size (CAVP tests at batch 1 without resizing; `evaluation_loader` then uses
     batches of 1); `square_vote` reads `image_size` squares. With the CAVP front end a sample has
     one audio input and gives one map; with VGGish the image is repeated once per 0.96 s example
     and the maps are merged by a per-pixel majority vote (evaluate.py).
     """
     data = config.data
-    # native size: CAVP's evaluation, and CAVP's augmentation (it rescales and crops the original)
-    native = native_evaluation(config, split) or train_augment(config, split) is not None
-    size = None if native else data.image_size
+    # native size: CAVP's evaluation, and (`native`) CAVP's augmentation, which rescales and crops
+    # the original
+    size = None if native or native_evaluation(config, split) else data.image_size
     frontend = audio_frontend(config)
     if data.dataset == "single_plus_cavp":
         from avseg.data.single_plus import SinglePlusDataset
