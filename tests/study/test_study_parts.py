@@ -93,7 +93,7 @@ def test_shipped_specs_load_and_order_their_runs():
     medium = load_spec("configs/study/medium.yaml")
     assert [r.name for r in medium.rows][:6] == ["1_baseline", "2_td", "3_nonq_sd", "4_q_sd", "5_q_sd_avsr", "6_full"]
     assert all(r.paper for r in medium.rows[:6])
-    assert {r.name for r in medium.rows if not r.paper} == {"6_tf_memory", "6_class_gate"}
+    assert {r.name for r in medium.rows if not r.paper} == {"6_class_gate"}  # the best non-paper variant
     runs = medium.runs()
     assert runs[:3] == [("1_baseline", 0), ("1_baseline", 1), ("1_baseline", 2)]
     assert runs[3][0] == "3_nonq_sd" and len(runs) == len(medium.rows) * 3
@@ -144,3 +144,13 @@ def test_the_cavp_and_codebook_specs_build_what_their_rows_say(tmp_path):
         assert config.model.quantizer.cosine == ("model.quantizer.cosine=true" in row.overrides)
         assert config.model.extras.tag_gating == ("model.extras.tag_gating=true" in row.overrides)
         assert isinstance(build_model(config), QSD)
+        size = next((o.split("=")[1] for o in row.overrides if o.startswith("model.quantizer.codebook_size=")), "16")
+        assert config.model.quantizer.codebook_size == int(size)
+    assert {"6_m8", "6_m128", "6_tf_memory"} <= {row.name for row in codebook.rows}
+    # one --out folder holds both specs: the same benchmark, settings and runs of the same name
+    medium = load_spec("configs/study/medium.yaml")
+    for key in ("benchmark", "base_config", "schedule", "audio_pretrain", "seeds"):
+        assert getattr(codebook, key) == getattr(medium, key), key
+    assert codebook.overrides[:len(medium.overrides)] == medium.overrides
+    shared = {row.name for row in codebook.rows} & {row.name for row in medium.rows}
+    assert shared and all(codebook.row(name).overrides == medium.row(name).overrides for name in shared)

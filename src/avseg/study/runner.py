@@ -8,7 +8,8 @@
     DIR/results.json, results.md, report.html
 
 Killed at any point, the same command resumes: finished runs are kept, a half-trained run goes on
-from its last.pt, a trained but unmeasured run is only measured.
+from its last.pt, a trained but unmeasured run is only measured. `jobs=N` trains N runs at once,
+each in its own process with 1/N of the threads (`avseg.study.parallel`).
 """
 
 from __future__ import annotations
@@ -89,8 +90,8 @@ def ensure_audio_encoder(spec: StudySpec, out: Path, data_root: Path, log=print)
 class Progress:
     """Prints which run, which epoch and the time left, every `every` optimizer steps."""
 
-    def __init__(self, total_runs: int, log=print, every: int = 25):
-        self.total_runs, self.log, self.every = total_runs, log, every
+    def __init__(self, total_runs: int, log=print, every: int = 25, jobs: int = 1):
+        self.total_runs, self.log, self.every, self.jobs = total_runs, log, every, max(1, jobs)
         self.done_seconds: list[float] = []
         self.run_index, self.label, self.steps, self.start = 0, "", 1, time.perf_counter()
         self.first_step: int | None = None
@@ -109,7 +110,7 @@ class Progress:
         per_run = elapsed / max(step - self.first_step, 1) * (self.steps - self.first_step)
         left_runs = self.total_runs - self.run_index
         typical = np.mean(self.done_seconds) if self.done_seconds else per_run
-        left = max(per_run - elapsed, 0) + left_runs * typical
+        left = max(per_run - elapsed, 0) + left_runs * typical / self.jobs
         self.log(f"[study] run {self.run_index}/{self.total_runs} {self.label}: step {step}/{self.steps}, "
                  f"{elapsed / 60:.1f} min in; about {left / 60:.0f} min left for the study")
 
@@ -128,13 +129,22 @@ def _steps(config) -> int:
 
 def train_and_measure(spec: StudySpec, row: str, seed: int, out: Path, data_root: Path,
                       audio: Path | None, progress: Progress) -> dict:
-    """One run: train (or resume), then measure on the test split and the SNR re-mixes."""
+    """One run: train (or resume), then measure on the test split and the SNR re-mixes. The run
+    folder is locked meanwhile: a second process (another invocation, or a run left behind by a
+    killed one) is refused with one line instead of writing the same files."""
+    from avseg.study.lock import run_lock
+
+    run_dir = out / "runs" / row / f"seed{seed}"
+    config = run_config(spec, row, seed, data_root, run_dir, audio)
+    with run_lock(run_dir):
+        return _train_and_measure(spec, row, seed, out, data_root, audio, progress, run_dir, config)
+
+
+def _train_and_measure(spec, row, seed, out, data_root, audio, progress, run_dir, config) -> dict:
     from avseg.engine.checkpoint import model_from_checkpoint
     from avseg.engine.train import train
     from avseg.study.measure import measure_model
 
-    run_dir = out / "runs" / row / f"seed{seed}"
-    config = run_config(spec, row, seed, data_root, run_dir, audio)
     started = time.perf_counter()
     if not (run_dir / TRAIN_DONE).is_file():
         progress.begin(progress.run_index + 1, f"{row} seed {seed}", _steps(config))
@@ -200,8 +210,12 @@ def _check_resume(out: Path, spec: StudySpec) -> None:
     OmegaConf.save(OmegaConf.create(wanted), stored)
 
 
-def run_study(spec: StudySpec, out: str | Path, *, log=print) -> dict:
-    """Run (or resume) the whole study into `out`; returns the aggregated results."""
+def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run_all=None) -> dict:
+    """Run (or resume) the whole study into `out`; returns the aggregated results. The unfinished runs
+    go one after another in this process, or to `run_all(spec, out, data_root, audio, jobs, log=)`
+    (`avseg.study.parallel.run_parallel`: `jobs` runs at once; `run_study_parallel` passes it)."""
+    if jobs > 1 and run_all is None:
+        raise ValueError("jobs > 1 needs a run_all (avseg.study.parallel.run_study_parallel)")
     from avseg.study.aggregate import write_results
 
     out = Path(out)
@@ -213,11 +227,14 @@ def run_study(spec: StudySpec, out: str | Path, *, log=print) -> dict:
             ensure_data(spec, out / "data" / f"snr_{value:g}", snr_db=value, log=log)
     audio = ensure_audio_encoder(spec, out, data_root, log=log)
     runs = spec.runs()
-    progress = Progress(len(runs), log)
-    for row, seed in runs:
-        if (out / "runs" / row / f"seed{seed}" / MEASURE).is_file():
-            progress.run_index += 1
-            continue
-        train_and_measure(spec, row, seed, out, data_root, audio, progress)
+    if run_all is not None:
+        run_all(spec, out, data_root, audio, jobs, log=log)
+    else:
+        progress = Progress(len(runs), log)
+        for row, seed in runs:
+            if (out / "runs" / row / f"seed{seed}" / MEASURE).is_file():
+                progress.run_index += 1
+                continue
+            train_and_measure(spec, row, seed, out, data_root, audio, progress)
     session = round(time.perf_counter() - started, 1)
-    return write_results(spec, out, session_seconds=session, machine=machine())
+    return write_results(spec, out, session_seconds=session, machine={**machine(), "jobs": jobs})
