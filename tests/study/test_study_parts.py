@@ -147,6 +147,10 @@ def test_the_cavp_and_codebook_specs_build_what_their_rows_say(tmp_path):
         size = next((o.split("=")[1] for o in row.overrides if o.startswith("model.quantizer.codebook_size=")), "16")
         assert config.model.quantizer.codebook_size == int(size)
     assert {"6_m8", "6_m128", "6_tf_memory"} <= {row.name for row in codebook.rows}
+    longer = run_config(codebook, "6_16_epochs", 0, tmp_path / "data", tmp_path / "long", None)
+    lighter = run_config(codebook, "6_vq_quarter", 0, tmp_path / "data", tmp_path / "vq", None)
+    assert (longer.train.epochs, longer.train.lr_drop_epochs, longer.loss.lambda_vq) == (16, [12], 1.0)
+    assert (lighter.train.epochs, lighter.loss.lambda_vq) == (codebook.schedule.epochs, 0.25)
     # one --out folder holds both specs: the same benchmark, settings and runs of the same name
     medium = load_spec("configs/study/medium.yaml")
     for key in ("benchmark", "base_config", "schedule", "audio_pretrain", "seeds"):
