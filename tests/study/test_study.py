@@ -55,6 +55,10 @@ def test_study_runs_resumes_after_a_kill_and_reports_the_runs(tmp_path):
 
     results = json.loads((out / "results.json").read_text())
     assert results["runs_finished"] == results["runs_total"] == 4
+    # the wall time: the invocation that finished (the killed one never reached its end), 3 runs trained
+    [session] = [json.loads(line) for line in (out / "sessions.jsonl").read_text().splitlines()]
+    assert session["runs_trained"] == 3 and session["spec"] == results["name"]
+    assert results["session_seconds"] == session["seconds"] > 0 and results["sessions"] == [session]
     for row in ("1_baseline", "6_full"):
         measured = [json.loads((out / "runs" / row / f"seed{s}" / "measure.json").read_text()) for s in (0, 1)]
         entry = results["rows"][row]
@@ -94,7 +98,10 @@ def test_study_runs_resumes_after_a_kill_and_reports_the_runs(tmp_path):
     assert "record files copied" in exported, exported[-2000:]
     assert not list(record.rglob("*.pt")) and not (record / "data").exists()
     assert (record / "runs" / "6_full" / "seed1" / "measure.json").is_file()
+    reported = json.loads((record / "results.json").read_text())  # --report-only keeps the study's wall time
+    assert reported["session_seconds"] == results["session_seconds"] and reported["machine"] == results["machine"]
     resumed, _ = _study(spec, record).communicate(timeout=600)
     assert "4/4 runs" in resumed and "run 1/4" not in resumed, resumed[-3000:]
     again = json.loads((record / "results.json").read_text())
     assert again["rows"] == results["rows"]
+    assert again["session_seconds"] == results["session_seconds"]  # a pass that trains nothing adds no time

@@ -70,6 +70,9 @@ def test_jobs_runs_in_parallel_names_a_failed_run_and_keeps_the_others(tmp_path)
     assert "another avseg study process (pid 4242)" in error
     assert (out / "runs" / "1_baseline" / "seed0" / "measure.json").is_file()
     assert not (blocked / "measure.json").exists()
+    assert "epoch 0:" not in log and "eval val:" not in log  # no interleaved progress bars from the runs
+    partial = json.loads((out / "results.json").read_text())  # the failure still leaves results and the time
+    assert partial["runs_finished"] == 1 and [s["runs_trained"] for s in partial["sessions"]] == [1]
 
     log, _ = (second := _study(spec, out, "--jobs", "2")).communicate(timeout=900)  # the lock is free now
     assert second.returncode == 0, log[-3000:]
@@ -77,8 +80,11 @@ def test_jobs_runs_in_parallel_names_a_failed_run_and_keeps_the_others(tmp_path)
     assert not (blocked / "study_error.txt").exists()
     results = json.loads((out / "results.json").read_text())
     assert results["runs_finished"] == 2 and results["machine"]["jobs"] == 2
+    assert results["session_seconds"] == pytest.approx(sum(s["seconds"] for s in results["sessions"]))
+    assert [s["runs_trained"] for s in results["sessions"]] == [1, 1]
     measured = [json.loads((out / "runs" / "1_baseline" / f"seed{s}" / "measure.json").read_text()) for s in (0, 1)]
     assert results["rows"]["1_baseline"]["miou"]["values"] == [m["miou"] for m in measured]
+    assert [m["train_threads"] for m in measured] == [1, 1]  # 2 threads (OMP_NUM_THREADS) over 2 jobs
 
 
 def _alive(pid: int) -> bool:

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from avseg.errors import UserError
-from avseg.study.aggregate import row_table, stats, targets
+from avseg.study.aggregate import markdown, record_session, row_table, sessions, stats, targets
 from avseg.study.measure import ObjectTally, object_outcomes
 from avseg.study.spec import load_spec
 from avseg.study.tsne import decomposition_ratio
@@ -74,6 +74,28 @@ def test_targets_follow_the_rules_of_the_issue():
     assert targets(wobbly)["c_seed_std"]["met"] is False
     deaf = _table(**{"6_full": {"miou": [0.4, 0.4], "shuffled": [0.39, 0.39]}})
     assert targets(deaf)["a_listens"]["met"] is False and "b_beats_row1" not in targets(deaf)
+
+
+def test_each_spec_keeps_its_own_wall_time_in_a_shared_folder(tmp_path):
+    medium = load_spec("configs/study/medium.yaml")
+    codebook = load_spec("configs/study/codebook.yaml")
+    record_session(tmp_path, medium, seconds=600.0, runs_trained=2, machine={"jobs": 2})
+    record_session(tmp_path, codebook, seconds=50.0, runs_trained=1, machine={"jobs": 1})
+    record_session(tmp_path, medium, seconds=9.0, runs_trained=0, machine={"jobs": 1})  # trained nothing: no line
+    with open(tmp_path / "sessions.jsonl", "a") as handle:
+        handle.write("{not json\n")
+    record_session(tmp_path, medium, seconds=120.5, runs_trained=1, machine={"jobs": 1})
+    with pytest.warns(UserWarning, match=r"sessions.jsonl:3: not a session record"):
+        found = sessions(tmp_path, "medium")
+    assert [line["seconds"] for line in found] == [600.0, 120.5]
+    with pytest.warns(UserWarning, match="not a session record"):
+        assert [line["seconds"] for line in sessions(tmp_path, "codebook")] == [50.0]
+    assert sessions(tmp_path / "elsewhere", "medium") == []
+    base = {"name": "medium", "description": "", "benchmark_line": "", "seeds": [0], "rows": {}, "targets": {},
+            "tsne": {}, "train_seconds_total": 60.0, "machine": {}}
+    text = markdown({**base, "session_seconds": 720.5, "sessions": found})
+    assert "Wall time: 12.0 min over 2 `avseg study` invocations of this spec" in text
+    assert "Wall time: not recorded" in markdown({**base, "session_seconds": None, "sessions": []})
 
 
 def test_spec_errors_name_the_file_and_key(tmp_path):

@@ -216,7 +216,9 @@ def evaluate(
     clips = 0
     from tqdm import tqdm
 
-    bar = tqdm(loader, desc=f"eval {split}", disable=not progress, leave=False, dynamic_ncols=True)
+    from avseg.engine import progress_bars_off
+
+    bar = tqdm(loader, desc=f"eval {split}", disable=not progress or progress_bars_off(), leave=False, dynamic_ncols=True)
     for batch, damaged in bar:
         for clip in damaged:
             skipped[clip.clip_id] = clip.error

@@ -223,6 +223,8 @@ class Trainer:
     def train_epoch(self, total: int) -> None:
         from tqdm import tqdm
 
+        from avseg.engine import progress_bars_off
+
         batch_size = self.config.data.batch_size
         self.train_set.epoch = self.epoch
         self.loader.sampler.set_epoch(self.epoch, start=self.batches_done * batch_size)
@@ -231,7 +233,7 @@ class Trainer:
             q.reset_usage()
         remaining = min(self.steps_per_epoch - self.batches_done, total - self.step)
         bar = tqdm(total=self.steps_per_epoch, initial=self.batches_done, desc=f"epoch {self.epoch}",
-                   disable=not self.info.is_main, dynamic_ncols=True, leave=False)
+                   disable=not self.info.is_main or progress_bars_off(), dynamic_ncols=True, leave=False)
         for batch, damaged in islice(self.loader, max(remaining, 0)):
             self.damaged.add(damaged)
             if batch is None:  # every clip of the batch is damaged: nothing to learn from

@@ -289,9 +289,11 @@ class Predictor:
             raise UserError(f"--fps {rate}: must be a positive number of frames per second")
         from tqdm import tqdm
 
+        from avseg.engine import progress_bars_off
+
         tally = tally or FrameTally(info.fps)
         total = expected_samples(info, rate)
-        bar = tqdm(total=total, unit="frame", desc=info.path.name, disable=not progress, leave=False,
+        bar = tqdm(total=total, unit="frame", desc=info.path.name, disable=not progress or progress_bars_off(), leave=False,
                    dynamic_ncols=True, file=sys.stderr)
         pending: list[PendingFrame] = []
         history: deque[PendingFrame] = deque(maxlen=window)

@@ -150,7 +150,12 @@ def markdown(results: dict) -> str:
             lines.append(f"- {key}: {'met' if value['met'] else 'NOT met'}: {value['rule']} "
                          f"({', '.join(f'{k} {v:.3f}' for k, v in value.items() if isinstance(v, float))})")
         lines.append("")
-    lines.append(f"Machine: {results['machine']}. Wall time of this invocation: {results['session_seconds'] / 60:.1f} min; "
+    count = len(results.get("sessions") or [])
+    wall = ("not recorded (no `avseg study` invocation of this spec trained runs in this folder)"
+            if results.get("session_seconds") is None else
+            f"{results['session_seconds'] / 60:.1f} min over {count} `avseg study` invocation{'s' * (count != 1)} "
+            "of this spec that trained runs (runs another spec trained in the same folder count in its time)")
+    lines.append(f"Machine: {results['machine']}. Wall time: {wall}; "
                  f"training time summed over finished runs: {results['train_seconds_total'] / 60:.1f} min.")
     return "\n".join(lines) + "\n"
 
@@ -171,7 +176,48 @@ def baselines(spec: StudySpec, out: Path) -> dict[str, float] | None:
     return result
 
 
-def write_results(spec: StudySpec, out: Path, *, session_seconds: float, machine: dict) -> dict:
+# One line per `avseg study` invocation that trained runs in the folder: which spec, when, how long,
+# how many runs, on what. Specs may share a folder (codebook.yaml and medium.yaml do), and a study
+# may be resumed over several invocations; each spec's wall time is the sum of its own lines, so a
+# `--report-only` pass (which trains nothing) keeps it.
+SESSIONS = "sessions.jsonl"
+
+
+def record_session(out: Path, spec: StudySpec, *, seconds: float, runs_trained: int, machine: dict) -> None:
+    """Append this invocation to DIR/sessions.jsonl (nothing when it trained no run)."""
+    if runs_trained <= 0:
+        return
+    import datetime
+
+    line = {"spec": spec.name, "finished": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+            "seconds": seconds, "runs_trained": runs_trained, "machine": machine}
+    with open(out / SESSIONS, "a", encoding="utf-8") as handle:
+        handle.write(json.dumps(line) + "\n")
+
+
+def sessions(out: Path, spec_name: str) -> list[dict]:
+    """The invocations of spec `spec_name` that trained runs in `out` (unreadable lines are named and skipped)."""
+    import warnings
+
+    path = out / SESSIONS
+    if not path.is_file():
+        return []
+    found = []
+    for number, text in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not text.strip():
+            continue
+        try:
+            line = json.loads(text)
+            if line["spec"] == spec_name:
+                found.append({**line, "seconds": float(line["seconds"])})
+        except (ValueError, KeyError, TypeError) as error:
+            warnings.warn(f"{path}:{number}: not a session record ({error}); left out of the wall time", stacklevel=2)
+    return found
+
+
+def write_results(spec: StudySpec, out: Path, *, machine: dict) -> dict:
+    """Aggregate the finished runs into DIR/results.json, results.md and report.html. The wall time is
+    that of this spec's invocations in DIR/sessions.jsonl; `machine` is used when there are none."""
     from avseg.study.report import write_report
 
     runs = load_runs(out, spec)
@@ -185,8 +231,11 @@ def write_results(spec: StudySpec, out: Path, *, session_seconds: float, machine
         "baselines": baselines(spec, out),
         "runs_finished": sum(len(v) for v in runs.values()), "runs_total": len(spec.rows) * len(spec.seeds),
         "train_seconds_total": float(sum(r.get("train_seconds") or 0 for v in runs.values() for r in v)),
-        "session_seconds": session_seconds, "machine": machine,
+        "session_seconds": None, "sessions": sessions(out, spec.name), "machine": machine,
     }
+    if results["sessions"]:
+        results["session_seconds"] = round(sum(line["seconds"] for line in results["sessions"]), 1)
+        results["machine"] = results["sessions"][-1]["machine"]
     (out / "results.json").write_text(json.dumps(results, indent=1) + "\n", encoding="utf-8")
     text = markdown(results)
     (out / "results.md").write_text(text, encoding="utf-8")
@@ -196,7 +245,7 @@ def write_results(spec: StudySpec, out: Path, *, session_seconds: float, machine
 
 # The record of a study: enough to re-aggregate it (`--report-only`) and, copied back into a study
 # folder, to resume it without redoing its finished runs (their measure.json is the mark).
-RECORD_TOP = ("spec.yaml", "results.json", "results.md", "report.html", "baselines.json")
+RECORD_TOP = ("spec.yaml", "results.json", "results.md", "report.html", "baselines.json", SESSIONS)
 RECORD_RUN = ("measure.json", "log.jsonl", "config.yaml", "tokens.npz")
 
 

@@ -38,7 +38,7 @@ def run_cli(args: argparse.Namespace) -> int:
     spec = load_spec(args.spec, [*args.overrides, *([f"device={args.device}"] if args.device else [])])
     started = time.perf_counter()
     if args.report_only:
-        results = write_results(spec, args.out, session_seconds=0.0, machine=machine())
+        results = write_results(spec, args.out, machine=machine())
     else:
         results = run_study_parallel(spec, args.out, jobs=args.jobs, log=lambda message: print(message, flush=True))
     if args.export is not None:

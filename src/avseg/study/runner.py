@@ -148,12 +148,17 @@ def _train_and_measure(spec, row, seed, out, data_root, audio, progress, run_dir
     started = time.perf_counter()
     if not (run_dir / TRAIN_DONE).is_file():
         progress.begin(progress.run_index + 1, f"{row} seed {seed}", _steps(config))
+        import torch
+
         summary = train(config, resume="auto", on_step=progress.on_step)
-        (run_dir / TRAIN_DONE).write_text(json.dumps({**summary, "seconds": round(time.perf_counter() - started, 1)},
+        # the thread count changes the floating-point summation order, so a rerun with other threads
+        # drifts from step 1 (docs/study.md, "Reproducibility"): kept beside the time
+        (run_dir / TRAIN_DONE).write_text(json.dumps({**summary, "seconds": round(time.perf_counter() - started, 1),
+                                                      "threads": torch.get_num_threads()},
                                                      default=str) + "\n", encoding="utf-8")
     else:
         progress.run_index += 1
-    train_seconds = json.loads((run_dir / TRAIN_DONE).read_text(encoding="utf-8")).get("seconds")
+    trained = json.loads((run_dir / TRAIN_DONE).read_text(encoding="utf-8"))
     measure_start = time.perf_counter()
     model, stored, _ = model_from_checkpoint(run_dir / "best.pt")
     tokens = row in spec.tsne.rows and seed == spec.tsne.seed
@@ -169,7 +174,7 @@ def _train_and_measure(spec, row, seed, out, data_root, audio, progress, run_dir
             stored.data.root = str(snr_root)
             snr = measure_model(model, stored, snr_root, shuffled=False, objects=False)
             result["snr"][f"{value:g}"] = {"miou": snr["miou"], "f": snr["f"]}
-    result.update(row=row, seed=seed, train_seconds=train_seconds,
+    result.update(row=row, seed=seed, train_seconds=trained.get("seconds"), train_threads=trained.get("threads"),
                   measure_seconds=round(time.perf_counter() - measure_start, 1))
     (run_dir / MEASURE).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     progress.finish(time.perf_counter() - started)
@@ -216,19 +221,24 @@ def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run
     (`avseg.study.parallel.run_parallel`: `jobs` runs at once; `run_study_parallel` passes it)."""
     if jobs > 1 and run_all is None:
         raise ValueError("jobs > 1 needs a run_all (avseg.study.parallel.run_study_parallel)")
-    from avseg.study.aggregate import write_results
+    from avseg.study.aggregate import record_session, write_results
 
     out = Path(out)
     _check_resume(out, spec)
     started = time.perf_counter()
+    finished_before = _finished(spec, out)
     data_root = ensure_data(spec, out / "data" / "bench", log=log)
     if spec.snr.rows:
         for value in spec.snr.values:
             ensure_data(spec, out / "data" / f"snr_{value:g}", snr_db=value, log=log)
     audio = ensure_audio_encoder(spec, out, data_root, log=log)
     runs = spec.runs()
+    failed = None
     if run_all is not None:
-        run_all(spec, out, data_root, audio, jobs, log=log)
+        try:
+            run_all(spec, out, data_root, audio, jobs, log=log)
+        except UserError as error:  # failed runs: the others are finished, so time and results are still written
+            failed = error
     else:
         progress = Progress(len(runs), log)
         for row, seed in runs:
@@ -237,4 +247,13 @@ def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run
                 continue
             train_and_measure(spec, row, seed, out, data_root, audio, progress)
     session = round(time.perf_counter() - started, 1)
-    return write_results(spec, out, session_seconds=session, machine={**machine(), "jobs": jobs})
+    here = {**machine(), "jobs": jobs}
+    record_session(out, spec, seconds=session, runs_trained=_finished(spec, out) - finished_before, machine=here)
+    results = write_results(spec, out, machine=here)
+    if failed is not None:
+        raise failed
+    return results
+
+
+def _finished(spec: StudySpec, out: Path) -> int:
+    return sum((out / "runs" / row / f"seed{seed}" / MEASURE).is_file() for row, seed in spec.runs())

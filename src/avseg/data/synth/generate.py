@@ -21,6 +21,7 @@ from avseg.data.synth.config import SynthConfig, default_workers, resolve_subset
 from avseg.data.synth.plan import ClipPlan, clip_seed, plan_clips
 from avseg.data.synth.scene import synthesize_clip
 from avseg.data.synth.sounds import SAMPLE_RATE
+from avseg.engine import progress_bars_off
 from avseg.data.synth.writers import SYNTH_DIR, write_clip, write_label2idx, write_metadata, write_text
 from avseg.errors import UserError
 
@@ -149,7 +150,7 @@ def _one_blas_thread():
 
 def _run_all(layout: str, out: Path, config: SynthConfig, plans: list[ClipPlan], progress: bool) -> list:
     workers = min(config.workers or default_workers(), len(plans))
-    bar = tqdm(total=len(plans), desc=f"synth {layout}", unit="clip", disable=not progress)
+    bar = tqdm(total=len(plans), desc=f"synth {layout}", unit="clip", disable=not progress or progress_bars_off())
     rows = []
     try:
         if workers <= 1:
