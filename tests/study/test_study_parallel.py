@@ -22,12 +22,12 @@ from avseg.study.lock import LOCK, run_lock
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _spec(tmp_path: Path, epochs: int = 1) -> Path:
-    """configs/study/quick.yaml cut to one row x two seeds at 32 px (no SNR sweep, no t-SNE)."""
+def _spec(tmp_path: Path, epochs: int = 1, rows: tuple[str, ...] = ("1_baseline",)) -> Path:
+    """configs/study/quick.yaml cut to one row (or `rows`) x two seeds at 32 px (no SNR sweep, no t-SNE)."""
     spec = OmegaConf.load(REPO / "configs" / "study" / "quick.yaml")
     spec.base_config = str(REPO / spec.base_config)
     spec.benchmark.clips, spec.benchmark.image_size = 14, 32
-    spec.rows = [row for row in spec.rows if row.name == "1_baseline"]
+    spec.rows = [row for row in spec.rows if row.name in rows]
     spec.run_order, spec.snr.rows, spec.tsne.rows = [], [], []
     spec.audio_pretrain.epochs, spec.schedule.epochs, spec.schedule.lr_drop_epochs = 1, epochs, [epochs]
     path = tmp_path / "spec.yaml"
@@ -85,6 +85,23 @@ def test_jobs_runs_in_parallel_names_a_failed_run_and_keeps_the_others(tmp_path)
     measured = [json.loads((out / "runs" / "1_baseline" / f"seed{s}" / "measure.json").read_text()) for s in (0, 1)]
     assert results["rows"]["1_baseline"]["miou"]["values"] == [m["miou"] for m in measured]
     assert [m["train_threads"] for m in measured] == [1, 1]  # 2 threads (OMP_NUM_THREADS) over 2 jobs
+
+
+@pytest.mark.slow
+def test_rows_trains_only_the_named_rows_and_reports_every_finished_run(tmp_path):
+    spec, out = _spec(tmp_path, rows=("1_baseline", "6_full")), tmp_path / "study"
+    wrong = _study(spec, out, "--rows", "6_full,7_nothing")
+    text, _ = wrong.communicate(timeout=120)
+    assert wrong.returncode == 2 and "--rows 7_nothing: not a row of study" in text and "1_baseline, 6_full" in text
+    assert not (out / "data").exists()  # refused before anything was generated
+
+    log, _ = (first := _study(spec, out, "--rows", "6_full", "seeds=[0]")).communicate(timeout=900)
+    assert first.returncode == 0, log[-3000:]
+    assert (out / "runs" / "6_full" / "seed0" / "measure.json").is_file()
+    assert not (out / "runs" / "1_baseline").exists()
+    results = json.loads((out / "results.json").read_text())
+    assert results["runs_finished"] == 1 and results["rows"]["6_full"]["miou"]["n"] == 1
+    assert [s["runs_trained"] for s in results["sessions"]] == [1]
 
 
 def _alive(pid: int) -> bool:

@@ -21,6 +21,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--jobs", type=int, default=1, metavar="N",
                         help="train N runs at once, each in its own process with 1/N of the threads "
                              "(on a small CPU, 2 one-thread runs finish sooner than 1 two-thread run)")
+    parser.add_argument("--rows", metavar="ROW,ROW",
+                        help="train only these rows of the spec (comma-separated; the report still covers "
+                             "every finished run)")
     parser.add_argument("--report-only", action="store_true",
                         help="only re-aggregate the finished runs into results.json / results.md / report.html")
     parser.add_argument("--export", type=Path, metavar="DIR",
@@ -40,7 +43,9 @@ def run_cli(args: argparse.Namespace) -> int:
     if args.report_only:
         results = write_results(spec, args.out, machine=machine())
     else:
-        results = run_study_parallel(spec, args.out, jobs=args.jobs, log=lambda message: print(message, flush=True))
+        rows = [name.strip() for name in args.rows.split(",") if name.strip()] if args.rows else None
+        results = run_study_parallel(spec, args.out, jobs=args.jobs, rows=rows,
+                                     log=lambda message: print(message, flush=True))
     if args.export is not None:
         from avseg.study.aggregate import export_record
 

@@ -58,14 +58,14 @@ def _child(spec, row: str, seed: int, out: Path, data_root: Path, audio, index: 
     (run_dir / ERROR).unlink(missing_ok=True)
 
 
-def run_parallel(spec, out: Path, data_root: Path, audio, jobs: int, *, log=print) -> None:
-    """Train and measure every unfinished run of `spec`, `jobs` at a time."""
+def run_parallel(spec, out: Path, data_root: Path, audio, jobs: int, *, log=print, runs=None) -> None:
+    """Train and measure every unfinished run of `runs` (default: all of `spec`'s), `jobs` at a time."""
     import multiprocessing
     from multiprocessing.connection import wait
 
     import torch
 
-    runs = spec.runs()
+    runs = spec.runs() if runs is None else runs
     todo = [(i + 1, row, seed) for i, (row, seed) in enumerate(runs)
             if not (out / "runs" / row / f"seed{seed}" / MEASURE).is_file()]
     threads = max(1, torch.get_num_threads() // jobs)
@@ -119,6 +119,6 @@ def _time_left(todo: list, running: dict, done_seconds: list[float], jobs: int) 
     return (len(todo) * typical + in_flight) / jobs
 
 
-def run_study_parallel(spec, out: str | Path, *, jobs: int, log=print) -> dict:
+def run_study_parallel(spec, out: str | Path, *, jobs: int, log=print, rows: list[str] | None = None) -> dict:
     """`run_study` with `jobs` runs at a time (jobs = 1: the runs one after another, in this process)."""
-    return run_study(spec, out, log=log, jobs=jobs, run_all=run_parallel if jobs > 1 else None)
+    return run_study(spec, out, log=log, jobs=jobs, run_all=run_parallel if jobs > 1 else None, rows=rows)

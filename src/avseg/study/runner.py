@@ -215,12 +215,26 @@ def _check_resume(out: Path, spec: StudySpec) -> None:
     OmegaConf.save(OmegaConf.create(wanted), stored)
 
 
-def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run_all=None) -> dict:
-    """Run (or resume) the whole study into `out`; returns the aggregated results. The unfinished runs
-    go one after another in this process, or to `run_all(spec, out, data_root, audio, jobs, log=)`
+def selected_runs(spec: StudySpec, rows: list[str] | None) -> list[tuple[str, int]]:
+    """The (row, seed) runs an invocation trains: all of the spec's, or those of `rows` (`--rows`)."""
+    if not rows:
+        return spec.runs()
+    names = [row.name for row in spec.rows]
+    unknown = [name for name in rows if name not in names]
+    if unknown:
+        raise UserError(f"--rows {','.join(unknown)}: not a row of study '{spec.name}' (its rows: {', '.join(names)})")
+    return [(row, seed) for row, seed in spec.runs() if row in rows]
+
+
+def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run_all=None,
+              rows: list[str] | None = None) -> dict:
+    """Run (or resume) the study into `out` (only the runs of `rows` when given); returns the
+    aggregated results of every finished run. The runs to train go one after another in this
+    process, or to `run_all(spec, out, data_root, audio, jobs, log=, runs=)`
     (`avseg.study.parallel.run_parallel`: `jobs` runs at once; `run_study_parallel` passes it)."""
     if jobs > 1 and run_all is None:
         raise ValueError("jobs > 1 needs a run_all (avseg.study.parallel.run_study_parallel)")
+    runs = selected_runs(spec, rows)
     from avseg.study.aggregate import record_session, write_results
 
     out = Path(out)
@@ -232,11 +246,10 @@ def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run
         for value in spec.snr.values:
             ensure_data(spec, out / "data" / f"snr_{value:g}", snr_db=value, log=log)
     audio = ensure_audio_encoder(spec, out, data_root, log=log)
-    runs = spec.runs()
     failed = None
     if run_all is not None:
         try:
-            run_all(spec, out, data_root, audio, jobs, log=log)
+            run_all(spec, out, data_root, audio, jobs, log=log, runs=runs)
         except UserError as error:  # failed runs: the others are finished, so time and results are still written
             failed = error
     else:
