@@ -216,7 +216,7 @@ def evaluate(
     clips = 0
     from tqdm import tqdm
 
-    from avseg.engine import progress_bars_off
+    from avseg.progress import progress_bars_off
 
     bar = tqdm(loader, desc=f"eval {split}", disable=not progress or progress_bars_off(), leave=False, dynamic_ncols=True)
     for batch, damaged in bar:

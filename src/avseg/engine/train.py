@@ -223,7 +223,7 @@ class Trainer:
     def train_epoch(self, total: int) -> None:
         from tqdm import tqdm
 
-        from avseg.engine import progress_bars_off
+        from avseg.progress import progress_bars_off
 
         batch_size = self.config.data.batch_size
         self.train_set.epoch = self.epoch

@@ -289,7 +289,7 @@ class Predictor:
             raise UserError(f"--fps {rate}: must be a positive number of frames per second")
         from tqdm import tqdm
 
-        from avseg.engine import progress_bars_off
+        from avseg.progress import progress_bars_off
 
         tally = tally or FrameTally(info.fps)
         total = expected_samples(info, rate)

@@ -21,9 +21,9 @@ from avseg.data.synth.config import SynthConfig, default_workers, resolve_subset
 from avseg.data.synth.plan import ClipPlan, clip_seed, plan_clips
 from avseg.data.synth.scene import synthesize_clip
 from avseg.data.synth.sounds import SAMPLE_RATE
-from avseg.engine import progress_bars_off
 from avseg.data.synth.writers import SYNTH_DIR, write_clip, write_label2idx, write_metadata, write_text
 from avseg.errors import UserError
+from avseg.progress import progress_bars_off
 
 GENERATOR = "avseg synth"
 FORMAT_VERSION = 1
