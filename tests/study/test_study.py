@@ -87,6 +87,21 @@ def test_study_runs_resumes_after_a_kill_and_reports_the_runs(tmp_path):
     for run_dir in (out / "runs").glob("*/seed*"):  # each run is an ordinary avseg train run directory
         assert {"best.pt", "last.pt", "config.yaml", "log.jsonl"} <= {p.name for p in run_dir.iterdir()}
 
+    # scripts/snr_sweep.py re-measures the checkpoints at SNRs of one's choice: at a spec SNR it
+    # gives what the study measured, and a new SNR gets its own re-mix; it reads only the re-mixes
+    # (the training data, which each checkpoint's config names, is moved away meanwhile)
+    (out / "data" / "bench").rename(out / "data" / "bench_moved")
+    swept = subprocess.run([sys.executable, str(REPO / "scripts" / "snr_sweep.py"), str(spec), "--out", str(out),
+                            "--rows", "6_full", "--snr=10,-20", "--json", str(tmp_path / "sweep.json")],
+                           capture_output=True, text=True, cwd=REPO, env={**os.environ, "OMP_NUM_THREADS": "1"}, timeout=600)
+    assert swept.returncode == 0, swept.stderr[-3000:]
+    sweep = json.loads((tmp_path / "sweep.json").read_text())
+    assert sweep["6_full"]["10"] == [json.loads((out / "runs" / "6_full" / f"seed{s}" / "measure.json").read_text())
+                                     ["snr"]["10"]["miou"] for s in (0, 1)]
+    assert len(sweep["6_full"]["-20"]) == 2 and (out / "data" / "snr_-20" / "_synth" / "info.json").is_file()
+    assert "| 6_full |" in swept.stdout
+    (out / "data" / "bench_moved").rename(out / "data" / "bench")
+
     changed = _study(spec, out, "benchmark.clips=16")
     text, _ = changed.communicate(timeout=300)
     assert changed.returncode == 2 and "another spec (benchmark" in text and "Traceback" not in text

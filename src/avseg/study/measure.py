@@ -155,8 +155,11 @@ def data_baselines(config: Config, synth_root: str | Path, split: str = "test") 
 @torch.no_grad()
 def measure_model(model: nn.Module, config: Config, synth_root: str | Path, *, split: str = "test",
                   shuffled: bool = True, objects: bool = True, tokens: bool = False) -> dict:
-    """Every column of one run on `split` (see the module docstring); tokens under "tokens" when asked."""
+    """Every column of one run on `split` of the benchmark in `synth_root` (see the module docstring);
+    tokens under "tokens" when asked. `config.data.root` is set to `synth_root`: the clips and their
+    object records always come from the same folder."""
     synth_root = Path(synth_root)
+    config.data.root = str(synth_root)
     model.eval()
     loader = evaluation_loader(config, split)
     names = len(class_names(config))

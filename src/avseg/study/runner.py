@@ -171,7 +171,6 @@ def _train_and_measure(spec, row, seed, out, data_root, audio, progress, run_dir
         result["snr"] = {}
         for value in spec.snr.values:
             snr_root = out / "data" / f"snr_{value:g}"
-            stored.data.root = str(snr_root)
             snr = measure_model(model, stored, snr_root, shuffled=False, objects=False)
             result["snr"][f"{value:g}"] = {"miou": snr["miou"], "f": snr["f"]}
     result.update(row=row, seed=seed, train_seconds=trained.get("seconds"), train_threads=trained.get("threads"),
