@@ -31,31 +31,27 @@ def main(argv: list[str] | None = None) -> int:
     from avseg.engine.checkpoint import model_from_checkpoint
     from avseg.errors import UserError
     from avseg.study.measure import measure_model
-    from avseg.study.runner import ensure_data
+    from avseg.study.runner import ensure_data, selected_runs
     from avseg.study.spec import load_spec
 
     try:
         spec = load_spec(args.spec)
-        rows = [r.strip() for r in args.rows.split(",") if r.strip()]
-        unknown = [r for r in rows if r not in [row.name for row in spec.rows]]
-        if unknown:
-            raise UserError(f"--rows {','.join(unknown)}: not a row of {args.spec}")
+        runs = selected_runs(spec, [r.strip() for r in args.rows.split(",") if r.strip()])
         values = [float(v) for v in args.snr.split(",")]
     except (UserError, ValueError) as error:
         print(f"snr_sweep: {error}", file=sys.stderr)
         return 2
     roots = {v: ensure_data(spec, args.out / "data" / f"snr_{v:g}", snr_db=v) for v in values}
     found: dict[str, dict[str, list[float]]] = {}
-    for row in rows:
-        for seed in spec.seeds:
-            checkpoint = args.out / "runs" / row / f"seed{seed}" / "best.pt"
-            if not (checkpoint.parent / "measure.json").is_file():
-                print(f"snr_sweep: {checkpoint.parent}: not a finished run, left out", file=sys.stderr)
-                continue
-            model, stored, _ = model_from_checkpoint(checkpoint)
-            for value, root in roots.items():
-                miou = measure_model(model, stored, root, shuffled=False, objects=False)["miou"]
-                found.setdefault(row, {}).setdefault(f"{value:g}", []).append(miou)
+    for row, seed in runs:
+        checkpoint = args.out / "runs" / row / f"seed{seed}" / "best.pt"
+        if not (checkpoint.parent / "measure.json").is_file():
+            print(f"snr_sweep: {checkpoint.parent}: not a finished run, left out", file=sys.stderr)
+            continue
+        model, stored, _ = model_from_checkpoint(checkpoint)
+        for value, root in roots.items():
+            miou = measure_model(model, stored, root, shuffled=False, objects=False)["miou"]
+            found.setdefault(row, {}).setdefault(f"{value:g}", []).append(miou)
     print("| row | " + " | ".join(f"{v:g}" for v in values) + " |")
     print("|---|" + "---|" * len(values))
     for row, by_snr in found.items():
