@@ -34,7 +34,10 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     "evaluate": (["src/avseg/engine/evaluate.py"], ["tests/engine/test_evaluate.py"]),
     "readers": (["src/avseg/data/avsbench.py", "src/avseg/data/avss.py"],
                 ["tests/data/test_avsbench_readers.py", "tests/data/test_avss_reader.py",
-                 "tests/data/test_frame_order.py"]),
+                 "tests/data/test_frame_order.py",
+                 # the readers' CAVP front end and waveform paths are tested with the CAVP data
+                 "tests/data/test_cavp_rules.py", "tests/data/test_cavp_augment.py", "tests/data/test_vpo.py",
+                 "tests/data/test_single_plus_cavp.py"]),
     "inference": (["src/avseg/inference/predictor.py"], ["tests/inference/test_predict.py"]),
 }
 COPIED = ("src", "tests", "configs", "pyproject.toml")
