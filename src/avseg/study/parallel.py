@@ -20,7 +20,7 @@ import traceback
 from pathlib import Path
 
 from avseg.errors import UserError
-from avseg.study.runner import MEASURE, TRAIN_DONE, Progress, run_study, train_and_measure
+from avseg.study.runner import MEASURE, TRAIN_DONE, Progress, run_finished, run_study, train_and_measure
 
 ERROR = "study_error.txt"
 
@@ -67,7 +67,7 @@ def run_parallel(spec, out: Path, data_root: Path, audio, jobs: int, *, log=prin
 
     runs = spec.runs() if runs is None else runs
     todo = [(i + 1, row, seed) for i, (row, seed) in enumerate(runs)
-            if not (out / "runs" / row / f"seed{seed}" / MEASURE).is_file()]
+            if not run_finished(out, row, seed)]
     threads = max(1, torch.get_num_threads() // jobs)
     log(f"[study] {len(runs) - len(todo)}/{len(runs)} runs already finished; {len(todo)} to go, "
         f"{jobs} at a time, {threads} thread(s) each")

@@ -254,7 +254,7 @@ def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run
     else:
         progress = Progress(len(runs), log)
         for row, seed in runs:
-            if (out / "runs" / row / f"seed{seed}" / MEASURE).is_file():
+            if run_finished(out, row, seed):
                 progress.run_index += 1
                 continue
             train_and_measure(spec, row, seed, out, data_root, audio, progress)
@@ -267,5 +267,10 @@ def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run
     return results
 
 
+def run_finished(out: Path, row: str, seed: int) -> bool:
+    """A run is finished when its measure.json exists (the mark resume goes by)."""
+    return (out / "runs" / row / f"seed{seed}" / MEASURE).is_file()
+
+
 def _finished(spec: StudySpec, out: Path) -> int:
-    return sum((out / "runs" / row / f"seed{seed}" / MEASURE).is_file() for row, seed in spec.runs())
+    return sum(run_finished(out, row, seed) for row, seed in spec.runs())
