@@ -1,6 +1,9 @@
+import math
+
+import pytest
 import torch
 
-from avseg.models.postprocess import merge_masks
+from avseg.models.postprocess import merge_masks, segment
 
 HIGH, LOW = 10.0, -10.0
 
@@ -71,3 +74,53 @@ def test_probability_to_logit_inverts_the_sigmoid_and_clamps():
     assert torch.allclose(edges, bounds, rtol=1e-4)  # finite: clamped to [1e-6, 1 - 1e-6]
     wider = probability_to_logit(torch.tensor([0.0, 1.0]), eps=1e-2)
     assert torch.allclose(wider, torch.tensor([-4.59512, 4.59512]), atol=1e-4)  # log(0.99 / 0.01)
+
+
+# ----------------------------------------------------------------------------- TPAVI's dense maps
+
+
+def _softmax(values: list[float]) -> list[float]:
+    exps = [math.exp(v) for v in values]
+    return [e / sum(exps) for e in exps]
+
+
+def test_dense_single_channel_is_a_sigmoid_at_one_half():
+    logits = torch.tensor([[[[1.5, -0.2], [0.0, -3.0]]]])  # [F=1, O=1, 2, 2]
+    maps = segment({"semantic_logits": logits}, binary=True)
+    sigmoid = [1 / (1 + math.exp(-v)) for v in logits.flatten().tolist()]
+    assert maps["foreground"].flatten().tolist() == pytest.approx(sigmoid)
+    assert maps["ids"][0].tolist() == [[1, 0], [0, 0]] and maps["ids"].dtype == torch.int64  # 0.5 is not > 0.5
+    assert maps["probs"].shape == (1, 2, 2, 2)
+    assert maps["probs"][0, 1].flatten().tolist() == pytest.approx(sigmoid)
+    assert maps["probs"][0, 0].flatten().tolist() == pytest.approx([1 - p for p in sigmoid])
+
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_dense_softmax_channels_semantic_and_binary(binary):
+    # two pixels, three channels (0 = background): pixel 0 -> class 2, pixel 1 -> background
+    logits = torch.tensor([[[[0.1, 2.0]], [[0.5, 0.3]], [[1.9, -1.0]]]])  # [1, 3, 1, 2]
+    maps = segment({"semantic_logits": logits}, binary=binary)
+    probs = [_softmax([float(logits[0, c, 0, x]) for c in range(3)]) for x in range(2)]
+    foreground = [1 - p[0] for p in probs]
+    assert maps["foreground"][0, 0].tolist() == pytest.approx(foreground)
+    if binary:
+        assert maps["ids"][0, 0].tolist() == [int(f > 0.5) for f in foreground] == [1, 0]
+        assert maps["probs"].shape == (1, 2, 1, 2)
+        assert maps["probs"][0, 0, 0].tolist() == pytest.approx([p[0] for p in probs])
+        assert maps["probs"][0, 1, 0].tolist() == pytest.approx(foreground)
+    else:
+        assert maps["ids"][0, 0].tolist() == [2, 0]
+        assert maps["probs"].shape == (1, 3, 1, 2)
+        for c in range(3):
+            assert maps["probs"][0, c, 0].tolist() == pytest.approx([p[c] for p in probs])
+
+
+def test_dense_maps_are_resized_bilinearly_first():
+    logits = torch.tensor([[[[0.0, 4.0]]]])  # [1, 1, 1, 2] -> [1, 4]
+    maps = segment({"semantic_logits": logits}, binary=True, size=(1, 4))
+    # half-pixel-centred bilinear (align_corners=False): 0, 1, 3, 4
+    expected = [1 / (1 + math.exp(-v)) for v in (0.0, 1.0, 3.0, 4.0)]
+    assert maps["foreground"][0, 0].tolist() == pytest.approx(expected)
+    assert maps["ids"][0, 0].tolist() == [0, 1, 1, 1]
+    same = segment({"semantic_logits": logits}, binary=True, size=(1, 2))
+    assert same["foreground"][0, 0].tolist() == pytest.approx([0.5, 1 / (1 + math.exp(-4.0))])

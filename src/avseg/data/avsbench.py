@@ -103,9 +103,7 @@ def read_audio(
         samples, sample_rate = load_audio(path)
     except Exception as err:
         raise UserError(f"{relative(path, root)}: cannot read audio ({error_reason(err, path)})") from err
-    samples = np.asarray(samples, dtype=np.float32)
-    if samples.size == 0:
-        raise UserError(f"{relative(path, root)}: audio file holds no samples")
+    # load_audio returns float32 [samples, channels] and refuses files without samples
     seconds = samples.shape[0] / sample_rate
     if num_examples and seconds <= num_examples - SHORT_AUDIO_SLACK:
         warnings.warn(f"{relative(path, root)}: {seconds:.2f} s of audio for a {num_examples} s clip; "

@@ -49,6 +49,7 @@ from avseg.data.layouts import LayoutError
 from avseg.data.palette import rgb_to_ids
 from avseg.data.sample import Sample
 from avseg.data.transforms import ClipTransform
+from avseg.data.vpo import FRONTENDS
 from avseg.errors import UserError
 
 
@@ -105,6 +106,8 @@ class AVSSDataset(Dataset):
         resize: str = "square",
         frontend: str = "vggish",
     ) -> None:
+        if frontend not in FRONTENDS:
+            raise UserError(f"audio.frontend '{frontend}': expected one of {', '.join(FRONTENDS)}")
         subsets = tuple(subsets)
         unknown = [name for name in subsets if name not in layouts.AVSS_FRAMES]
         if unknown or not subsets:

@@ -33,4 +33,5 @@ def error_reason(err: BaseException, path: Path) -> str:
     """An exception's message without the "<path>: " prefix that names the file again."""
     message = str(err) or type(err).__name__
     _, found, reason = message.partition(f"{path}: ")
-    return reason if found else message.replace(str(path), Path(path).name)
+    # the decoder's own text may quote the full path again: the file's name is enough there
+    return (reason if found else message).replace(str(path), Path(path).name)
