@@ -31,8 +31,13 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     "models": (["src/avseg/models/matcher.py", "src/avseg/models/criterion.py", "src/avseg/models/postprocess.py"],
                ["tests/models/test_matcher.py", "tests/models/test_criterion.py", "tests/models/test_postprocess.py",
                 "tests/models/test_loss_values.py"]),
-    "quantizer": (["src/avseg/models/quantizer.py"], ["tests/models/test_quantizer.py"]),
-    "evaluate": (["src/avseg/engine/evaluate.py"], ["tests/engine/test_evaluate.py"]),
+    "quantizer": (["src/avseg/models/quantizer.py"],
+                  ["tests/models/test_quantizer.py", "tests/models/test_quantizer_lookup.py",
+                   "tests/models/test_quantizer_values.py"]),
+    "evaluate": (["src/avseg/engine/evaluate.py"],
+                 ["tests/engine/test_evaluate.py", "tests/engine/test_eval_cli.py", "tests/engine/test_engine_parts.py",
+                  "tests/engine/test_precision.py", "tests/inference/test_one_rule.py", "tests/data/test_cavp_rules.py",
+                  "tests/test_cli_reference.py"]),
     "readers": (["src/avseg/data/avsbench.py", "src/avseg/data/avss.py"],
                 ["tests/data/test_avsbench_readers.py", "tests/data/test_avss_reader.py",
                  "tests/data/test_frame_order.py", "tests/data/test_reader_values.py",
@@ -63,7 +68,11 @@ def measure(name: str, scratch: Path, max_children: int) -> dict:
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / item)
     # mutmut reads [tool.mutmut] from pyproject.toml first: this package's settings go in setup.cfg
     (work / "setup.cfg").write_text(_setup_cfg(files, tests), encoding="utf-8")
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ""}
+    # processes the tests start (torch.multiprocessing workers of the two-rank tests) import the
+    # mutated copy too; without this they would import the installed, unmutated package
+    # (made now: a folder missing when Python starts would stay unsearched in mutmut's own process)
+    (work / "mutants" / "src").mkdir(parents=True)
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(work / "mutants" / "src")}
     start = time.perf_counter()
     mutmut = [sys.executable, "-m", "mutmut"]
     run = subprocess.run([*mutmut, "run", "--max-children", str(max_children)], cwd=work, env=env,

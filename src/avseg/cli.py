@@ -76,3 +76,47 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     sys.exit(main())
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")  # a table cell: escape the column separator
+
+
+def _describe(parser: argparse.ArgumentParser, title: str, lines: list[str]) -> None:
+    """Markdown of one parser: its description and a table of its arguments (help expanded)."""
+    formatter = parser._get_formatter()
+    lines += [f"## `{title}`", ""]
+    if parser.description:
+        lines += [parser.description, ""]
+    rows, nested = [], []
+    for action in parser._actions:
+        if isinstance(action, argparse._HelpAction) or action.help == argparse.SUPPRESS:
+            continue  # -h, and the old spellings kept for one release (docs/cli.md)
+        if isinstance(action, argparse._SubParsersAction):
+            nested += [(f"{title} {name}", sub) for name, sub in action.choices.items()]
+            continue
+        if action.option_strings:
+            name = ", ".join(action.option_strings)
+            if action.nargs != 0:
+                name += " " + formatter._format_args(action, action.dest.upper())
+        else:
+            name = formatter._format_args(action, action.dest)
+        text = formatter._expand_help(action) if action.help else ""
+        rows.append(f"| `{_cell(name)}` | {_cell(text)} |")
+    if rows:
+        lines += ["| argument | what it does |", "| --- | --- |", *rows, ""]
+    for sub_title, sub in nested:
+        _describe(sub, sub_title, lines)
+
+
+def reference() -> str:
+    """docs/cli-reference.md: every command's arguments with their help, read from the parsers
+    themselves (`python scripts/cli_reference.py` writes it; a test checks it is current)."""
+    lines = ["# Command reference", "",
+             "Generated from the parsers by `python scripts/cli_reference.py`; `avseg COMMAND --help` prints the",
+             "same. The grammar shared by every command is in docs/cli.md.", ""]
+    for name, (module_name, help_text) in COMMANDS.items():
+        parser = IntermixedParser(prog=f"avseg {name}", description=help_text)
+        _load(module_name).add_cli_arguments(parser)
+        _describe(parser, f"avseg {name}", lines)
+    return "\n".join(lines).rstrip() + "\n"

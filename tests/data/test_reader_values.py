@@ -408,3 +408,37 @@ def test_avss_constructor_and_file_errors(copy_tree, avss_tree):
     with pytest.raises(UserError) as audio:
         dataset[1]
     assert str(audio.value) == f"v1m/{clip.clip_id}/audio.wav: missing audio file" + CHECK_DATA
+
+
+def test_avss_cavp_front_end_reads_the_waveform_only_on_request(copy_tree, avss_tree):
+    root = copy_tree(avss_tree)
+    dataset = AVSSDataset(root, "test", subsets=("v1m",), image_size=32, frontend="cavp")
+    assert dataset[0].waveform is None
+    short = _wav(dataset.clips[1].audio, 4.0)
+    with_waveform = AVSSDataset(root, "test", subsets=("v1m",), image_size=32, frontend="cavp", load_waveform=True)
+    with pytest.warns(UserWarning, match=r"audio\.wav: 4\.00 s of audio for a 5 s clip"):
+        sample = with_waveform[1]
+    assert np.allclose(sample.waveform.numpy(), _samples(short), atol=1e-6)
+
+
+def test_avss_colours_beyond_the_class_list_read_as_background(copy_tree, avss_tree):
+    """label2idx.json with 13 classes: the fixture's class-40 colour is outside this palette."""
+    root = copy_tree(avss_tree)
+    (root / layouts.AVSS_LABELS).write_text(json.dumps({"background": 0} | {f"c{i}": i for i in range(1, 13)}))
+    dataset = AVSSDataset(root, "val", subsets=("v1m",), image_size=32)
+    assert dataset.num_classes == 13
+    sample = dataset[0]
+    truth = avss_tree.truth[(dataset.clips[0].clip_id, 0)]
+    expected = np.where(truth < 13, truth, 0)
+    assert 40 in truth and np.array_equal(sample.semantic[0].numpy(), expected)
+
+
+def test_an_undecodable_image_names_the_decoders_reason(copy_tree, s4_tree):
+    root = copy_tree(s4_tree)
+    dataset = S4Dataset(root, "val", image_size=32)
+    clip = dataset.clips[0]
+    clip.frames[1].write_bytes(b"not an image")
+    with pytest.raises(UserError) as caught:
+        dataset[0]
+    name = clip.frames[1].name
+    assert str(caught.value).endswith(f": cannot decode image (cannot identify image file '{name}')")

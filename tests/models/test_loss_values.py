@@ -333,3 +333,38 @@ def test_dense_loss_helpers_agree_with_the_formula():
     target = torch.tensor([[1.0, 0.0, 1.0]])
     by_hand = sum(_bce(float(x), float(t)) for x, t in zip(logits[0], target[0])) / 3
     assert float(F.binary_cross_entropy_with_logits(logits, target)) == pytest.approx(by_hand, rel=1e-6)
+
+
+def test_focal_parameters_reach_the_class_loss():
+    targets = _three_objects()
+    outputs = _outputs(2, seed=4, boxes=False)
+    criterion = SetCriterion(C, HungarianMatcher(), focal_alpha=0.4, focal_gamma=1.0)
+    losses = criterion(outputs, targets)
+    matches = criterion.matcher(outputs, targets)
+    positives = {(f, int(k), int(targets[f]["labels"][n]) - 1)
+                 for f, (ks, ns) in enumerate(matches) for k, n in zip(ks, ns)}
+    expected = sum(_focal(float(outputs["pred_logits"][f, k, c]), (f, k, c) in positives, alpha=0.4, gamma=1.0)
+                   for f in range(2) for k in range(K) for c in range(C)) / 3
+    assert float(losses["loss_ce"]) == pytest.approx(expected, rel=1e-5)
+
+
+def test_a_frame_with_one_kept_pixel_is_scored_on_that_pixel():
+    """Kept share 1/4 of one cell: the mean is over that one pixel, not over max(1/4, 1) cells."""
+    target = _frame([1], [(slice(0, 1), slice(0, 1))], size=8)
+    target["ignore"] = torch.ones(8, 8, dtype=torch.bool)
+    target["ignore"][0, 0] = False
+    outputs = _outputs(1, seed=13, boxes=False)
+    matcher = HungarianMatcher(cost_class=0.0, cost_mask=1.0, cost_dice=0.0)
+    cost = matcher.cost_matrix(outputs["pred_logits"][0], outputs["pred_masks"][0], None, target)
+    for k in range(K):
+        assert float(cost[k, 0]) == pytest.approx(_bce(float(outputs["pred_masks"][0, k, 0, 0]), 1.0), rel=1e-5)
+    criterion = SetCriterion(C, matcher)
+    losses = criterion(outputs, [target])
+    (k,), _ = criterion.matcher(outputs, [target])[0]
+    assert float(losses["loss_mask"]) == pytest.approx(_bce(float(outputs["pred_masks"][0, int(k), 0, 0]), 1.0), rel=1e-5)
+
+
+def test_an_ignore_map_of_bytes_reads_like_booleans():
+    first, _ = _ignore_case()
+    as_bytes = {**first, "ignore": first["ignore"].to(torch.uint8)}
+    assert torch.equal(keep_weights(as_bytes, (4, 4)), keep_weights(first, (4, 4)))

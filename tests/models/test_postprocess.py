@@ -124,3 +124,8 @@ def test_dense_maps_are_resized_bilinearly_first():
     assert maps["ids"][0, 0].tolist() == [0, 1, 1, 1]
     same = segment({"semantic_logits": logits}, binary=True, size=(1, 2))
     assert same["foreground"][0, 0].tolist() == pytest.approx([0.5, 1 / (1 + math.exp(-4.0))])
+
+
+def test_dense_binary_foreground_of_exactly_one_half_is_background():
+    maps = segment({"semantic_logits": torch.zeros(1, 2, 1, 1)}, binary=True)  # p(background) = 0.5
+    assert float(maps["foreground"]) == 0.5 and int(maps["ids"]) == 0
