@@ -46,14 +46,15 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
                  "tests/data/test_single_plus_cavp.py"]),
     "inference": (["src/avseg/inference/predictor.py"], ["tests/inference/test_predict.py"]),
 }
-COPIED = ("src", "tests", "configs", "pyproject.toml")
+COPIED = ("src", "tests", "configs", "docs/cli-reference.md", "pyproject.toml")
 
 
 def _setup_cfg(files: list[str], tests: list[str]) -> str:
     lines = ["[mutmut]", "source_paths = src", "only_mutate ="]
     lines += [f"    {f}" for f in files]
     lines += ["pytest_add_cli_args_test_selection ="] + [f"    {t}" for t in tests]
-    lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -q", "also_copy =", "    configs"]
+    lines += ["pytest_add_cli_args =", "    -p", "    no:cacheprovider", "    -q", "also_copy =", "    configs",
+              "    docs"]  # the scratch copy's docs/ holds cli-reference.md only
     return "\n".join(lines) + "\n"
 
 
@@ -65,6 +66,7 @@ def measure(name: str, scratch: Path, max_children: int) -> dict:
     work.mkdir(parents=True)
     for item in COPIED:
         source = ROOT / item
+        (work / item).parent.mkdir(parents=True, exist_ok=True)
         (shutil.copytree if source.is_dir() else shutil.copy2)(source, work / item)
     # mutmut reads [tool.mutmut] from pyproject.toml first: this package's settings go in setup.cfg
     (work / "setup.cfg").write_text(_setup_cfg(files, tests), encoding="utf-8")

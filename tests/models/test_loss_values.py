@@ -204,6 +204,8 @@ def test_audio_tag_loss_of_one_valid_frame_and_of_none():
     one = criterion({**outputs, "audio_tag_logits": tags}, targets, valid=torch.tensor([False, True]))
     expected = sum(_bce(float(x), t) for x, t in zip(tags[1].tolist(), (1.0, 0.0, 0.0))) / 3  # frame 1: class 1
     assert float(one["loss_audio_tag"].detach()) == pytest.approx(expected, rel=1e-6)
+    as_numbers = criterion({**outputs, "audio_tag_logits": tags}, targets, valid=torch.tensor([0, 1]))  # a 0/1 mask
+    assert float(as_numbers["loss_audio_tag"].detach()) == pytest.approx(expected, rel=1e-6)
     none = criterion({**outputs, "audio_tag_logits": tags}, targets, valid=torch.zeros(2, dtype=torch.bool))
     assert float(none["loss_audio_tag"].detach()) == 0.0
     none["loss_total"].backward()

@@ -112,3 +112,45 @@ def test_an_explicit_local_flag_picks_the_histogram():
     quantizer(torch.tensor([[0.1, 4.9]]), update_codebook=False, local=False)
     assert quantizer.usage_histogram(local=True).tolist() == [0.0, 1.0, 0.0, 0.0]
     assert quantizer.usage_histogram().tolist() == [0.0, 0.0, 1.0, 0.0]
+
+
+def _rank_tokens(rank: int) -> torch.Tensor:
+    return torch.randn(6, 5, 4, generator=torch.Generator().manual_seed(100 + rank)) + 2 * rank
+
+
+def _shared_quantizer() -> SharedCodebookQuantizer:
+    torch.manual_seed(0)
+    return SharedCodebookQuantizer(dim=4, codebook_size=8, ema=True, decay=0.5, kmeans_init=True)
+
+
+def _ddp_worker(rank: int, world: int, init_file: str, results: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
+    try:
+        quantizer = _shared_quantizer()
+        quantizer(_rank_tokens(rank), update_codebook=True)  # k-means on rank 0's tokens, then one EMA step
+        torch.save(quantizer.state_dict(), f"{results}.{rank}")
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ranks_equal_one_process_that_sees_both_ranks_tokens(tmp_path):
+    """k-means seeds come from rank 0 (broadcast); the EMA statistics are summed over the ranks."""
+    import torch.multiprocessing as mp
+
+    results = str(tmp_path / "state")
+    mp.spawn(_ddp_worker, args=(2, str(tmp_path / "init"), results), nprocs=2, join=True)
+    reference = _shared_quantizer()
+    reference._kmeans_initialize(_rank_tokens(0).reshape(-1, 4))  # the same draws as rank 0's
+    reference(torch.cat([_rank_tokens(0), _rank_tokens(1)]), update_codebook=True)
+    for rank in range(2):
+        state = torch.load(f"{results}.{rank}", weights_only=True)
+        for key, value in reference.state_dict().items():
+            assert torch.allclose(state[key].float(), value.float(), atol=1e-5), (rank, key)
+
+
+def test_low_dimensional_lookup_returns_the_tokens_dtype():
+    quantizer = SharedCodebookQuantizer(dim=8, codebook_size=4, lookup_dim=3)
+    out = quantizer(torch.randn(2, 3, 8).to(torch.bfloat16), update_codebook=False)
+    assert out["quantized"].dtype == torch.bfloat16 and out["quantized"].shape == (2, 3, 8)
