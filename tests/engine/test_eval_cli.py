@@ -149,16 +149,38 @@ def test_eval_shows_no_progress_bar_when_asked_or_not_on_a_terminal(run, tmp_pat
     assert "eval test" not in capsys.readouterr().err
 
 
-def test_a_checkpoint_naming_code_is_refused_even_when_the_config_names_it_too(run, tmp_path, capsys):
-    """Without --allow-import the user's own config is not trusted to name code either."""
-    checkpoint = load_checkpoint(run["checkpoint"])
-    checkpoint["config"]["model"]["qsd"]["separator"] = "tests_plugin_separator:factory"
-    torch.save(checkpoint, tmp_path / "plugin.pt")
+PLUGIN_ROW_2 = ["model.qsd.separator=tests_plugin_separator:factory", "model.qsd.decomposition=none",
+                "model.qsd.recombination=false", "model.qsd.local_calibration=false", "model.qsd.num_sources=2",
+                "data.load_waveform=true"]
+
+
+def test_a_checkpoint_naming_code_runs_only_with_allow_import(run, tmp_path, capsys):
+    """Row 2 with a user's separator: refused without --allow-import, even when CONFIG names the
+    same code; with it, the code is imported and the checkpoint evaluated."""
+    overrides = [*run["overrides"], *PLUGIN_ROW_2]
+    config = load_config(CONFIG, overrides)
+    torch.manual_seed(0)
+    save_checkpoint(tmp_path / "plugin.pt", model=build_model(config, allow_import=True).eval(), config=config,
+                    step=0, class_names=class_names(config))
     sys.modules.pop("tests_plugin_separator", None)
-    code = main(["eval", CONFIG, *run["overrides"], "model.qsd.separator=tests_plugin_separator:factory",
-                 "--checkpoint", str(tmp_path / "plugin.pt")])
-    assert code == 2 and "a checkpoint cannot name code: refused" in capsys.readouterr().err
+    command = ["eval", CONFIG, *overrides, "--checkpoint", str(tmp_path / "plugin.pt"), "--out", str(tmp_path / "e")]
+    assert main(command) == 2 and "a checkpoint cannot name code: refused" in capsys.readouterr().err
     assert "tests_plugin_separator" not in sys.modules
+    assert main([*command, "--allow-import"]) == 0
+    assert "tests_plugin_separator" in sys.modules and (tmp_path / "e" / "metrics.json").is_file()
+
+
+def test_eval_with_no_readable_clip_names_the_split(run, tmp_path, capsys):
+    data = tmp_path / "data"
+    shutil.copytree(run["root"], data)
+    from avseg.data.build import build_dataset
+
+    for clip in build_dataset(load_config(CONFIG, [f"data.root={data}", *SMALL]), "test").clips:
+        clip.frames[0].write_bytes(b"not a png")
+    code = main(["eval", CONFIG, f"data.root={data}", *SMALL, "--checkpoint", str(run["checkpoint"]),
+                 "--out", str(tmp_path / "eval")])
+    assert code == 2
+    assert "no clip of the test split could be evaluated (1 damaged)" in capsys.readouterr().err
 
 
 # ----------------------------------------------------------------------------- helpers
@@ -227,6 +249,8 @@ def test_still_image_vote():
     copies = torch.tensor([[[1, 2]], [[1, 3]], [[4, 3]],  # image 0: three copies
                            [[5, 5]], [[6, 5]], [[6, 7]]])  # image 1
     assert _still_image_vote(copies, 3).tolist() == [[[1, 3]], [[6, 5]]]
+    pairs = torch.tensor([[[2, 2]], [[2, 9]]])  # one image, two copies: agreed pixels keep their id
+    assert _still_image_vote(pairs, 2).shape == (1, 1, 2) and int(_still_image_vote(pairs, 2)[0, 0, 0]) == 2
 
 
 def test_write_results_makes_folders_and_writes_lists(tmp_path):
