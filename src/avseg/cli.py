@@ -82,6 +82,16 @@ def _cell(text: str) -> str:
     return text.replace("|", "\\|")  # a table cell: escape the column separator
 
 
+def _default(action: argparse.Action) -> str:
+    """"required", the default value, or "" where there is none to show (None, False, [])."""
+    if action.required and action.option_strings:
+        return "required"
+    value = action.default
+    if value is None or value is False or value == [] or value == argparse.SUPPRESS:
+        return ""
+    return ",".join(map(str, value)) if isinstance(value, (list, tuple)) else str(value)
+
+
 def _describe(parser: argparse.ArgumentParser, title: str, lines: list[str]) -> None:
     """Markdown of one parser: its description and a table of its arguments (help expanded)."""
     formatter = parser._get_formatter()
@@ -102,9 +112,9 @@ def _describe(parser: argparse.ArgumentParser, title: str, lines: list[str]) -> 
         else:
             name = formatter._format_args(action, action.dest)
         text = formatter._expand_help(action) if action.help else ""
-        rows.append(f"| `{_cell(name)}` | {_cell(text)} |")
+        rows.append(f"| `{_cell(name)}` | {_cell(_default(action))} | {_cell(text)} |")
     if rows:
-        lines += ["| argument | what it does |", "| --- | --- |", *rows, ""]
+        lines += ["| argument | default | what it does |", "| --- | --- | --- |", *rows, ""]
     for sub_title, sub in nested:
         _describe(sub, sub_title, lines)
 

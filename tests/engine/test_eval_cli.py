@@ -261,3 +261,102 @@ def test_write_results_makes_folders_and_writes_lists(tmp_path):
                                                "num_clips": 2}
     write_results(out, result, ["background", "sounding"], {"split": "test"})  # the folder exists: fine
     assert table.read_text().splitlines()[0].startswith("class_id,class_name,j")
+
+
+# ----------------------------------------------------------------------------- TaskMetric
+
+
+def _clips_batch(semantic, label_present, frame_present=None, dataset="ms3", indices=None) -> Batch:
+    clips, steps = semantic.shape[:2]
+    extras = {} if indices is None else {"indices": list(indices)}
+    return Batch(frames=torch.zeros(clips, steps, 3, 1, 1), log_mel=torch.zeros(clips, steps, 96, 64),
+                 semantic=semantic, frame_present=torch.ones(clips, steps, dtype=torch.bool)
+                 if frame_present is None else frame_present, label_present=label_present, targets=[],
+                 clip_ids=[f"c{i}" for i in range(clips)], datasets=[dataset] * clips, extras=extras)
+
+
+def _same(first, second, where: str = "result") -> None:
+    """Equal nested results (dicts, lists, numbers; NaN equals NaN)."""
+    if isinstance(first, dict):
+        assert first.keys() == second.keys(), where
+        for key in first:
+            _same(first[key], second[key], f"{where}.{key}")
+    elif isinstance(first, (list, tuple)):
+        assert len(first) == len(second), where
+        for i, (a, b) in enumerate(zip(first, second)):
+            _same(a, b, f"{where}[{i}]")
+    else:
+        assert first == pytest.approx(second, nan_ok=True), where
+
+
+def test_binary_metric_groups_clips_by_their_data_set_index_not_their_arrival():
+    """Batches arrive out of order (as from DDP shards): F's groups of 4 clips follow the indices."""
+    from avseg.engine.evaluate import TaskMetric
+    from avseg.metrics import AVSBenchMetric
+
+    generator = torch.Generator().manual_seed(3)
+    probability = torch.rand(8, 5, 6, 6, generator=generator)
+    truth = torch.rand(8, 5, 6, 6, generator=generator) > 0.6
+    labelled = torch.ones(8, 5, dtype=torch.bool)
+    metric = TaskMetric("binary", 1, 5)
+    for part in ([3, 4, 5], [0, 1, 2], [6, 7]):
+        rows = torch.tensor(part)
+        metric.update(_clips_batch(truth[rows].long(), labelled[rows], indices=part),
+                      {"foreground": probability[rows].flatten(0, 1)})
+    reference = AVSBenchMetric(5, clips_per_batch=4, probabilities=True)
+    for part in (slice(0, 4), slice(4, 8)):
+        reference.update(probability[part].flatten(0, 1), truth[part].flatten(0, 1))
+    _same(metric.compute(), reference.compute())
+    wrong = TaskMetric("binary", 1, 5)
+    with pytest.raises(Exception, match=r"^clips with \[5, 4\] labelled frames; the AVSBench metric expects 5 per clip$"):
+        partly = labelled[:2].clone()
+        partly[1, 4] = False
+        wrong.update(_clips_batch(truth[:2].long(), partly), {"foreground": probability[:2].flatten(0, 1)})
+
+
+def test_semantic_metric_scores_padded_slots_and_knows_they_are_padding():
+    from avseg.engine.evaluate import TaskMetric
+    from avseg.metrics import AVSSMetric
+
+    generator = torch.Generator().manual_seed(4)
+    semantic = torch.randint(0, 4, (2, 4, 5, 5), generator=generator)
+    ids = torch.randint(0, 4, (8, 5, 5), generator=generator)
+    frame_present = torch.tensor([[True, True, False, False], [True, True, True, True]])
+    semantic[~frame_present] = 0
+    label_present = torch.tensor([[True, False, False, False], [True, True, True, False]])
+    metric = TaskMetric("semantic", 4, 5)
+    metric.update(_clips_batch(semantic, label_present, frame_present, dataset="avss"), {"ids": ids})
+    keep = (label_present | ~frame_present).flatten()  # labelled frames and padded slots, as the reference
+    reference = AVSSMetric(4)
+    reference.update(ids[keep], semantic.flatten(0, 1)[keep], frame_present=frame_present.flatten()[keep])
+    _same(metric.compute(), reference.compute())
+
+
+def test_cavp_metric_on_clips_scores_only_the_labelled_frames():
+    from avseg.engine.evaluate import TaskMetric
+    from avseg.metrics import CAVPMetric
+
+    generator = torch.Generator().manual_seed(5)
+    semantic = torch.randint(0, 3, (2, 3, 5, 5), generator=generator)
+    ids = torch.randint(0, 3, (6, 5, 5), generator=generator)
+    label_present = torch.tensor([[True, False, True], [False, True, False]])
+    metric = TaskMetric("cavp", 3, 5)
+    metric.update(_clips_batch(semantic, label_present, dataset="single_plus"), {"ids": ids})
+    reference = CAVPMetric(3)
+    rows = label_present.flatten()
+    reference.update(ids[rows], semantic.flatten(0, 1)[rows])
+    _same(metric.compute(), reference.compute())
+
+
+def test_evaluation_loader_workers_and_batch_size(run):
+    from avseg.engine.evaluate import evaluation_loader
+
+    config = load_config(CONFIG, [*run["overrides"], "data.num_workers=2", "train.num_workers=0",
+                                  "train.eval_batch_size=3"])
+    loader = evaluation_loader(config, "train")
+    assert loader.num_workers == 0 and loader.batch_size == 3  # train.* wins when set (>= 0)
+    config.train.num_workers, config.train.eval_batch_size = -1, 0
+    loader = evaluation_loader(config, "train")
+    assert loader.num_workers == 2 and loader.batch_size == config.data.batch_size
+    assert [index for batch, _ in evaluation_loader(config, "train") for index in batch.extras["indices"]] == \
+        list(range(6))  # in order, every clip once
