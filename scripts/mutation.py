@@ -44,7 +44,10 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
                  # the readers' CAVP front end and waveform paths are tested with the CAVP data
                  "tests/data/test_cavp_rules.py", "tests/data/test_cavp_augment.py", "tests/data/test_vpo.py",
                  "tests/data/test_single_plus_cavp.py"]),
-    "inference": (["src/avseg/inference/predictor.py"], ["tests/inference/test_predict.py"]),
+    "inference": (["src/avseg/inference/predictor.py"],
+                  ["tests/inference/test_predict.py", "tests/inference/test_predict_audio_input.py",
+                   "tests/inference/test_predict_cavp.py", "tests/inference/test_predict_outputs.py",
+                   "tests/inference/test_onnx.py"]),
 }
 COPIED = ("src", "tests", "configs", "docs/cli-reference.md", "pyproject.toml")
 
