@@ -74,10 +74,6 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
-if __name__ == "__main__":
-    sys.exit(main())
-
-
 def _cell(text: str) -> str:
     return text.replace("|", "\\|")  # a table cell: escape the column separator
 
@@ -130,3 +126,7 @@ def reference() -> str:
         _load(module_name).add_cli_arguments(parser)
         _describe(parser, f"avseg {name}", lines)
     return "\n".join(lines).rstrip() + "\n"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

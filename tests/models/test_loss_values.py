@@ -14,7 +14,6 @@ import pytest
 import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
-import torch.nn.functional as F
 
 from avseg.models.criterion import SetCriterion
 from avseg.models.matcher import HungarianMatcher, keep_weights, resize_masks
@@ -327,14 +326,6 @@ def test_area_resize_of_masks():
     assert small.dtype == torch.float32 and small.tolist() == [[[1.0, 0.5, 0.0], [0.0, 0.0, 0.0]]]
     assert resize_masks(torch.zeros(0, 4, 6, dtype=torch.bool), (2, 3)).shape == (0, 2, 3)
     assert torch.equal(resize_masks(masks, (4, 6)), masks.float())
-
-
-def test_dense_loss_helpers_agree_with_the_formula():
-    """F.binary_cross_entropy_with_logits is the oracle of the plain BCE used above."""
-    logits = torch.tensor([[0.3, -1.2, 2.0]])
-    target = torch.tensor([[1.0, 0.0, 1.0]])
-    by_hand = sum(_bce(float(x), float(t)) for x, t in zip(logits[0], target[0])) / 3
-    assert float(F.binary_cross_entropy_with_logits(logits, target)) == pytest.approx(by_hand, rel=1e-6)
 
 
 def test_focal_parameters_reach_the_class_loss():

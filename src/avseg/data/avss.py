@@ -91,6 +91,7 @@ class AVSSDataset(Dataset):
             short side to image_size then a centre crop, no flip). Val/test: `resize`.
         resize: evaluation resize of val / test: "square" or "longest_side" (`data.resize`).
         load_waveform: also return the mono 16 kHz waveform in `Sample.waveform`.
+        frontend: audio features, "vggish" or "cavp" (module docstring); another name is a UserError.
     """
 
     def __init__(
