@@ -30,7 +30,7 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
                 ["tests/metrics"]),
     "models": (["src/avseg/models/matcher.py", "src/avseg/models/criterion.py", "src/avseg/models/postprocess.py"],
                ["tests/models/test_matcher.py", "tests/models/test_criterion.py", "tests/models/test_postprocess.py",
-                "tests/models/test_loss_values.py"]),
+                "tests/models/test_loss_values.py", "tests/models/test_ignore_set_losses.py"]),
     "quantizer": (["src/avseg/models/quantizer.py"],
                   ["tests/models/test_quantizer.py", "tests/models/test_quantizer_lookup.py",
                    "tests/models/test_quantizer_values.py"]),

@@ -70,8 +70,8 @@ def _giou(a, b) -> float:
     return inter / union - (hull - union) / hull
 
 
-def _expected(outputs: dict, targets: list[dict], matches, keep=None) -> dict[str, float]:
-    """The five segmentation terms of one layer, by hand; `keep[f]` a frame's kept pixels [H, W]."""
+def _expected(outputs: dict, targets: list[dict], matches) -> dict[str, float]:
+    """The five segmentation terms of one layer, by hand."""
     objects = max(sum(len(t["labels"]) for t in targets), 1)
     logits = outputs["pred_logits"].double()
     ce = 0.0
@@ -86,10 +86,9 @@ def _expected(outputs: dict, targets: list[dict], matches, keep=None) -> dict[st
         for k, n in zip(ks.tolist(), ns.tolist()):
             pred = outputs["pred_masks"][f, k].double()
             target = targets[f]["masks"][n].double()
-            kept = torch.ones_like(target) if keep is None or keep[f] is None else keep[f].double()
-            terms = [_bce(float(x), float(t)) for x, t, w in zip(pred.flatten(), target.flatten(), kept.flatten()) if w]
+            terms = [_bce(float(x), float(t)) for x, t in zip(pred.flatten(), target.flatten())]
             mask += sum(terms) / len(terms)
-            prob = pred.sigmoid() * kept
+            prob = pred.sigmoid()
             dice += 1 - (2 * float((prob * target).sum()) + 1) / (float(prob.sum() + target.sum()) + 1)
             if "pred_boxes" in outputs:
                 box = targets[f]["boxes"][n].tolist() if "boxes" in targets[f] else _box_from_mask(targets[f]["masks"][n])
@@ -265,58 +264,6 @@ def test_keep_weights_are_the_kept_share_of_each_cell():
     assert keep_weights(second, (4, 4)) is None and keep_weights({"labels": torch.ones(1)}, (4, 4)) is None
     with pytest.raises(ValueError, match=r"^a target's ignore map must be \[H, W\], got shape \(1, 8, 8\)$"):
         keep_weights({"ignore": first["ignore"][None]}, (4, 4))
-
-
-def _upsampled(outputs: dict, f: int, k: int) -> torch.Tensor:
-    """Prediction (f, k) at 8 x 8, each 4 x 4 cell repeated over its 2 x 2 pixels."""
-    return outputs["pred_masks"][f, k].repeat_interleave(2, 0).repeat_interleave(2, 1)
-
-
-def test_ignored_pixels_leave_the_mask_bce_and_dice():
-    """BCE over the kept full-resolution pixels; Dice with the kept share; plain terms elsewhere."""
-    targets = _ignore_case()
-    outputs = _outputs(2, seed=11, boxes=False)
-    criterion = SetCriterion(C, HungarianMatcher())
-    losses = criterion(outputs, targets)
-    matches = criterion.matcher(outputs, targets)
-    bce = dice = 0.0
-    for f, (ks, ns) in enumerate(matches):
-        kept = ~targets[f]["ignore"]
-        for k, n in zip(ks.tolist(), ns.tolist()):
-            pred = _upsampled(outputs, f, k)
-            target = targets[f]["masks"][n]
-            terms = [_bce(float(x), float(t)) for x, t in zip(pred[kept], target[kept])]
-            bce += sum(terms) / len(terms)  # the mean over the kept pixels at full resolution
-            small = resize_masks(target[None], (4, 4))[0].double()  # the area-downsampled target
-            share = resize_masks(kept[None], (4, 4))[0].double()
-            prob = outputs["pred_masks"][f, k].double().sigmoid()
-            dice += 1 - (2 * float((prob * small).sum()) + 1) / (float((prob * share).sum() + small.sum()) + 1)
-    assert float(losses["loss_mask"]) == pytest.approx(bce / 3, rel=1e-5)
-    assert float(losses["loss_dice"]) == pytest.approx(dice / 3, rel=1e-5)
-    plain = criterion(outputs, [{k: v for k, v in t.items() if k != "ignore"} for t in targets])
-    assert float(plain["loss_mask"]) != pytest.approx(float(losses["loss_mask"]), rel=1e-3)
-
-
-def test_ignored_pixels_leave_the_matching_costs():
-    targets = _ignore_case()
-    outputs = _outputs(2, seed=12, boxes=False)
-    matcher = HungarianMatcher(cost_class=0.0, cost_mask=1.0, cost_dice=0.0)
-    cost = matcher.cost_matrix(outputs["pred_logits"][0], outputs["pred_masks"][0], None, targets[0])
-    kept = ~targets[0]["ignore"]
-    for k in range(K):
-        pred = _upsampled(outputs, 0, k)
-        for n in range(2):
-            terms = [_bce(float(x), float(t)) for x, t in zip(pred[kept], targets[0]["masks"][n][kept])]
-            assert float(cost[k, n]) == pytest.approx(sum(terms) / len(terms), rel=1e-5)
-    dice_only = HungarianMatcher(cost_class=0.0, cost_mask=0.0, cost_dice=1.0)
-    cost = dice_only.cost_matrix(outputs["pred_logits"][0], outputs["pred_masks"][0], None, targets[0])
-    share = resize_masks(kept[None], (4, 4))[0].double()
-    for k in range(K):
-        prob = outputs["pred_masks"][0, k].double().sigmoid()
-        for n in range(2):
-            small = resize_masks(targets[0]["masks"][n][None], (4, 4))[0].double()
-            expected = 1 - (2 * float((prob * small).sum()) + 1) / (float((prob * share).sum() + small.sum()) + 1)
-            assert float(cost[k, n]) == pytest.approx(expected, rel=1e-5)
 
 
 def test_area_resize_of_masks():
