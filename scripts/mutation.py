@@ -47,7 +47,9 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     "inference": (["src/avseg/inference/predictor.py"],
                   ["tests/inference/test_predict.py", "tests/inference/test_predict_audio_input.py",
                    "tests/inference/test_predict_cavp.py", "tests/inference/test_predict_outputs.py",
-                   "tests/inference/test_onnx.py"]),
+                   "tests/inference/test_onnx.py", "tests/inference/test_predictor_values.py",
+                   # the longest-side resize of frames is checked against the evaluation's there
+                   "tests/inference/test_one_rule.py"]),
 }
 COPIED = ("src", "tests", "configs", "docs/cli-reference.md", "pyproject.toml")
 

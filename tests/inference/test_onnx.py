@@ -105,6 +105,7 @@ def test_predict_with_onnx_runtime_writes_what_torch_writes(tmp_path, capsys, ma
     torch_report = json.loads((tmp_path / "torch/predictions.json").read_text())
     onnx_report = json.loads((tmp_path / "onnx/predictions.json").read_text())
     assert onnx_report["model"]["runtime"] == "onnx" and torch_report["model"]["runtime"] == "torch"
+    assert onnx_report["model"]["onnx"] == str(qsd_onnx[0]) and torch_report["model"]["onnx"] is None
     assert len(onnx_report["frames"]) == len(torch_report["frames"]) == 7
     found = 0
     for a, b in zip(torch_report["frames"], onnx_report["frames"]):
@@ -123,7 +124,7 @@ def test_onnx_runtime_refuses_a_window_other_than_the_exported_clip_length(tmp_p
     code = main(["predict", "-i", str(source), "--out", str(tmp_path / "o"), "--no-progress", "--window", "5",
                  "--runtime", "onnx", str(qsd_onnx[0])])
     err = capsys.readouterr().err
-    assert code == 1 and "exported for clips of 3 frames" in err
+    assert code == 1 and f"the ONNX graph {qsd_onnx[0]} was exported for clips of 3 frames" in err
 
 
 def test_class_gate_of_saturated_scores_exports_exactly(tmp_path):
@@ -150,11 +151,19 @@ def test_class_gate_of_saturated_scores_exports_exactly(tmp_path):
 
 
 def test_tpavi_exports_and_matches(tmp_path):
+    from avseg import Predictor
+    from avseg.inference.predictor import RANDOM_INIT_WARNING
+
     model, config = _model(TPAVI_CONFIG)
-    path = export_onnx(model, config, tmp_path / "tpavi.onnx", frames=2)
+    path = export_onnx(model, config, tmp_path / "tpavi.onnx", frames=2, random_init=True)
     checks = verify_onnx(model, config, path, frames=2, real_clips=1)
     assert [list(c.max_abs_diff) for c in checks] == [["semantic_logits"]] * 3
     assert all(c.worst <= TOLERANCE for c in checks)
+    with pytest.warns(UserWarning) as caught:  # an untrained graph is flagged as the PyTorch model is
+        predictor = Predictor.from_onnx(path, intra_op_threads=1, score_threshold=0.6)
+    assert [str(w.message) for w in caught] == [RANDOM_INIT_WARNING] and predictor.random_init
+    assert predictor.model.session.get_session_options().intra_op_num_threads == 1
+    assert predictor.score_threshold == 0.6 and predictor.default_window == 2
 
 
 def test_unsupported_models_and_bad_files_are_one_clear_line(tmp_path, capsys):

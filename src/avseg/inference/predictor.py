@@ -277,9 +277,9 @@ class Predictor:
             yield from self._results(info, audio, rate=None if every_frame else fps, window=window,
                                      batch=batch, progress=progress)
 
-    def _results(self, info: VideoInfo, audio, *, rate: float | None, window: int | None, batch: int,
-                 progress: bool, tally: FrameTally | None = None) -> Iterator[FrameResult]:
-        window = window or self.default_window
+    def _window(self, window: int | None, batch: int, rate: float | None) -> int:
+        """The window length to run (None: the default), after checking window, batch and rate."""
+        window = self.default_window if window is None else window
         if self.runtime == "onnx" and window != self.default_window:
             raise UserError(f"--window {window}: the ONNX graph {self.onnx_path} was exported for clips of "
                             f"{self.default_window} frames (avseg export --frames)")
@@ -287,6 +287,11 @@ class Predictor:
             raise UserError(f"window ({window}) and batch ({batch}) must be at least 1")
         if rate is not None and not rate > 0:
             raise UserError(f"--fps {rate}: must be a positive number of frames per second")
+        return window
+
+    def _results(self, info: VideoInfo, audio, *, rate: float | None, window: int | None, batch: int,
+                 progress: bool, tally: FrameTally | None = None) -> Iterator[FrameResult]:
+        window = self._window(window, batch, rate)
         from tqdm import tqdm
 
         from avseg.progress import progress_bars_off
@@ -349,8 +354,8 @@ class Predictor:
         from avseg.inference.overlay import OverlayWriter
         from avseg.inference.outputs import prepare_output_dir
 
+        window = self._window(window, batch, None if every_frame else fps)  # before any file is written
         info = probe_video(path)
-        window = window or self.default_window
         out = Path(out_dir) if out_dir is not None else None
         writer = None
         entries: list[dict] = []
