@@ -41,6 +41,7 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     "readers": (["src/avseg/data/avsbench.py", "src/avseg/data/avss.py"],
                 ["tests/data/test_avsbench_readers.py", "tests/data/test_avss_reader.py",
                  "tests/data/test_frame_order.py", "tests/data/test_reader_values.py",
+                 "tests/data/test_avss_reader_values.py",
                  # the readers' CAVP front end and waveform paths are tested with the CAVP data
                  "tests/data/test_cavp_rules.py", "tests/data/test_cavp_augment.py", "tests/data/test_vpo.py",
                  "tests/data/test_single_plus_cavp.py"]),

@@ -53,6 +53,21 @@ def write_wav(path: Path, wave: np.ndarray, sample_rate: int = SAMPLE_RATE) -> N
     sf.write(str(path), wave, sample_rate, subtype="PCM_16")
 
 
+def write_tone_wav(path: Path, seconds: float, channels: int = 1, sample_rate: int = SAMPLE_RATE) -> Path:
+    """A 440 Hz tone of `seconds` as 16-bit PCM at `path`; returns `path`."""
+    write_wav(path, tone(seconds, sample_rate, channels), sample_rate)
+    return path
+
+
+def read_wav(path: Path) -> np.ndarray:
+    """The wav as soundfile decodes it: float32 `[samples]` (mono) or `[samples, channels]`."""
+    return sf.read(str(path), dtype="float32")[0]
+
+
+# the hint the readers append to a missing or damaged file's message
+CHECK_DATA = "; `avseg check-data` lists every missing or damaged file of the data set"
+
+
 def _seed(clip_id: str, t: int) -> int:
     return zlib.crc32(f"{clip_id}/{t}".encode())
 
