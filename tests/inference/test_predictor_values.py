@@ -179,6 +179,12 @@ def test_every_frame_times_are_rounded_to_the_microsecond(tmp_path, make_video):
     assert [r.index for r in results] == list(range(30))
 
 
+def test_every_frame_ignores_the_rate(seven_seconds, tmp_path):
+    predictor = _predictor()
+    assert len(list(predictor.stream(seven_seconds, every_frame=True, fps=0.0))) == 14
+    assert len(predictor.predict_video(seven_seconds, tmp_path / "out", every_frame=True, fps=0.0)["frames"]) == 14
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"window": 0}, "window (0) and batch (1) must be at least 1"),
     ({"batch": 0}, "window (5) and batch (0) must be at least 1"),
@@ -294,6 +300,36 @@ def test_channel_errors_name_the_source(tmp_path):
     assert str(caught.value).startswith(f"video {path}: 6 audio channels, the model takes 2")
 
 
+def logit(p: float) -> float:
+    return float(np.log(p / (1 - p)))
+
+
+class TwoTokens(nn.Module):
+    """QSD-shaped outputs, the same for every frame: token A (score 0.9) covers columns 0-39 with mask
+    probability 0.6, token B (score 0.4) columns 24-63 with 0.95; they overlap on columns 24-39."""
+
+    def __init__(self):
+        super().__init__()
+        self.anchor = nn.Parameter(torch.zeros(()))
+
+    def forward(self, frames, log_mel, frame_present, waveform=None):
+        n, size = frames.shape[0] * frames.shape[1], frames.shape[-1]
+        masks = torch.full((n, 2, size, size), -10.0)
+        masks[:, 0, :, :40], masks[:, 1, :, 24:] = logit(0.6), logit(0.95)
+        scores = torch.tensor([[logit(0.9)], [logit(0.4)]]).expand(n, 2, 1)
+        return {"pred_logits": scores, "pred_masks": masks}
+
+
+def test_on_binary_data_a_pixel_belongs_to_its_most_probable_token():
+    """S4 / MS3 (the binary rule of `segment`): the overlap goes to B, the surer mask, not to A,
+    the better score x mask that semantic data would take."""
+    predictor = Predictor(TwoTokens(), load_config(TPAVI_CONFIG.with_name("qsd_r18_synth_s4.yaml"), SMALL))
+    (result,) = predictor.predict_clip(np.zeros((1, 64, 64, 3), np.uint8), None)
+    assert (result["class_map"] == 1).all()
+    assert result["objects"] == [{"class": "sounding", "class_id": 1, "score": 0.9, "box": [0.0, 0.0, 24.0, 64.0]},
+                                 {"class": "sounding", "class_id": 1, "score": 0.4, "box": [24.0, 0.0, 64.0, 64.0]}]
+
+
 # predict_clip's checks and result -----------------------------------------------------------------
 
 
@@ -342,8 +378,39 @@ def test_defaults_follow_the_evaluation_and_the_data_set():
     with pytest.warns(UserWarning, match=f"3 class names given for {classes + 1} class ids"):
         renamed = _predictor(CAVP_CONFIG, class_names=["a", "b", "c"])
     assert renamed.class_names == semantic.class_names
-    kept = Predictor(Recorder().double(), load_config(TPAVI_CONFIG, SMALL))  # no device: stays where it is
-    assert kept.device == torch.device("cpu") and kept.model.scale.dtype == torch.float64
+    assert _predictor(class_names=("quiet", "loud")).class_names == ["quiet", "loud"]
+    with pytest.warns(UserWarning) as caught:
+        assert _predictor(class_names=["a", "b", "c"]).class_names == ["background", "sounding"]
+    assert [str(w.message) for w in caught] == [
+        "3 class names given for 2 class ids (background included); using generic names"]
+
+
+def test_without_a_device_the_model_stays_where_it_is():
+    config = load_config(TPAVI_CONFIG, SMALL)
+    kept = Predictor(Recorder().to("meta"), config)  # "meta" stands in for a second device here
+    assert kept.device == torch.device("meta") and kept.model.scale.device == torch.device("meta")
+    assert Predictor(nn.Sequential(), config).device == torch.device("cpu")  # no parameter: the CPU
+
+
+class Graph:
+    """Stands in for an OnnxModel: a graph file of fixed clip length T = 3."""
+
+    path, frames = Path("graph.onnx"), 3
+
+    def run_graph(self, frames, log_mel):
+        raise AssertionError("not run here")
+
+
+def test_the_onnx_runtime_runs_on_the_cpu(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    config = load_config(TPAVI_CONFIG, SMALL)
+    for device in (None, "cpu"):
+        predictor = Predictor(Graph(), config, runtime="onnx", device=device)
+        assert predictor.device == torch.device("cpu") and predictor.default_window == 3
+        assert predictor.onnx_path == "graph.onnx"
+    with pytest.raises(UserError) as caught:
+        Predictor(Graph(), config, runtime="onnx", device="cuda")
+    assert str(caught.value) == "runtime 'onnx' runs on the CPU here (ONNX Runtime's CPU provider)"
 
 
 def test_runtime_errors_name_the_choice_and_the_model():
@@ -361,17 +428,23 @@ def test_from_config_warns_once_and_records_where_it_came_from(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the default is the CPU all the same
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
-        predictor = Predictor.from_config(TPAVI_CONFIG, SMALL, mask_threshold=0.7)
+        # with VGGish: its own "no weights" warning is folded into the one RANDOM INIT warning
+        predictor = Predictor.from_config(TPAVI_CONFIG, [*SMALL, "audio.encoder=vggish"], mask_threshold=0.7)
     assert [str(w.message) for w in caught] == [predictor_module.RANDOM_INIT_WARNING]
     assert predictor.device == torch.device("cpu") and predictor.random_init
     assert predictor.config_path == str(TPAVI_CONFIG) and predictor.checkpoint is None
     assert predictor.mask_threshold == 0.7 and predictor.class_names == ["background", "sounding"]
+    with pytest.warns(UserWarning):
+        elsewhere = Predictor.from_config(TPAVI_CONFIG, SMALL, device="meta")
+    assert elsewhere.device == torch.device("meta") and next(elsewhere.model.parameters()).is_meta
 
 
-def test_from_checkpoint_defaults_to_the_cpu_and_keeps_the_path(tpavi_checkpoint):
+def test_from_checkpoint_defaults_to_the_cpu_and_keeps_the_path(tpavi_checkpoint, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # the default is the CPU all the same
     predictor = Predictor.from_checkpoint(tpavi_checkpoint, score_threshold=0.6)
     assert predictor.device == torch.device("cpu") and not predictor.random_init
     assert predictor.checkpoint == str(tpavi_checkpoint) and predictor.score_threshold == 0.6
+    assert predictor.config_path is None
 
 
 # predict_video: what it hands the writer, the report, the folder ---------------------------------
@@ -426,6 +499,7 @@ def test_predict_video_defaults_and_what_the_overlay_gets(seven_seconds, tmp_pat
     assert again["overlay"] is None and len(writers.made) == 1
     assert again["sampling"] == {**report["sampling"], "mode": "every_frame", "fps": None}
     assert again["model"]["window"] == 4 and len(again["frames"]) == 14
+    assert set(_shapes(predictor)[2:]) == {(1, 4)}  # the two calls of the first run, then windows of 4
     assert bars.made[-1]["kwargs"]["disable"] is False
 
 
