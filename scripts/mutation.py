@@ -49,6 +49,7 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
                   ["tests/inference/test_predict.py", "tests/inference/test_predict_audio_input.py",
                    "tests/inference/test_predict_cavp.py", "tests/inference/test_predict_outputs.py",
                    "tests/inference/test_onnx.py", "tests/inference/test_predictor_values.py",
+                   "tests/inference/test_predictor_setup.py",
                    # the longest-side resize of frames is checked against the evaluation's there
                    "tests/inference/test_one_rule.py"]),
 }
