@@ -31,6 +31,11 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     "models": (["src/avseg/models/matcher.py", "src/avseg/models/criterion.py", "src/avseg/models/postprocess.py"],
                ["tests/models/test_matcher.py", "tests/models/test_criterion.py", "tests/models/test_postprocess.py",
                 "tests/models/test_loss_values.py", "tests/models/test_ignore_set_losses.py"]),
+    # the QSD architecture itself: the decomposition, recombination, decoders and the paper's extras
+    "qsd": (["src/avseg/models/qsd.py", "src/avseg/models/recombination.py", "src/avseg/models/semantic_decoder.py",
+             "src/avseg/models/mask_decoder.py", "src/avseg/models/qsd_extras.py"],
+            ["tests/models/test_qsd_model.py", "tests/models/test_fast_paths.py",
+             "tests/models/test_build.py::test_each_ablation_row_changes_what_it_claims"]),
     "quantizer": (["src/avseg/models/quantizer.py"],
                   ["tests/models/test_quantizer.py", "tests/models/test_quantizer_lookup.py",
                    "tests/models/test_quantizer_values.py"]),
