@@ -162,12 +162,15 @@ class QSD(nn.Module):
         """log_mel `[B, T, 96, 64]` -> audio features F_a `[B, T, C]` and, with the time-frequency
         memory, the projected time-frequency cells `[B*T, 24, C]` (else None)."""
         batch, frames = log_mel.shape[:2]
+        # only the (frozen) encoder runs without gradients; the projection after it always learns
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.freeze_audio_encoder):
             if self.audio_tf is None:
-                return self.audio_proj(self.audio_encoder(log_mel.flatten(0, 1)).view(batch, frames, -1)), None
-            feature_map = self.audio_encoder.feature_map(log_mel.flatten(0, 1))  # [B*T, D, 6, 4]
-            embeddings = self.audio_encoder.embed(feature_map)
-        return self.audio_proj(embeddings.view(batch, frames, -1)), self.audio_tf(feature_map)
+                embeddings, feature_map = self.audio_encoder(log_mel.flatten(0, 1)), None
+            else:
+                feature_map = self.audio_encoder.feature_map(log_mel.flatten(0, 1))  # [B*T, D, 6, 4]
+                embeddings = self.audio_encoder.embed(feature_map)
+        cells = None if feature_map is None else self.audio_tf(feature_map)
+        return self.audio_proj(embeddings.view(batch, frames, -1)), cells
 
     def fuse(self, audio: Tensor, coarse: Tensor, coarse_pos: Tensor, frame_present: Tensor) -> Tensor:
         """Eq. 3 over the clip: audio `[B, T, C]` attends to the coarsest maps of all T frames."""
