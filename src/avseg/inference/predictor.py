@@ -272,10 +272,11 @@ class Predictor:
         """Yield a `FrameResult` per sampled frame of the video at `path`, window by window.
 
         Memory does not grow with the video's length (docs/predict.md, "Memory")."""
+        rate = None if every_frame else fps
+        window = self._window(window, batch, rate)
         info = probe_video(path)
         with self.open_audio(info, allow_silent) as audio:
-            yield from self._results(info, audio, rate=None if every_frame else fps, window=window,
-                                     batch=batch, progress=progress)
+            yield from self._results(info, audio, rate=rate, window=window, batch=batch, progress=progress)
 
     def _window(self, window: int | None, batch: int, rate: float | None) -> int:
         """The window length to run (None: the default), after checking window, batch and rate."""
@@ -289,9 +290,8 @@ class Predictor:
             raise UserError(f"--fps {rate}: must be a positive number of frames per second")
         return window
 
-    def _results(self, info: VideoInfo, audio, *, rate: float | None, window: int | None, batch: int,
+    def _results(self, info: VideoInfo, audio, *, rate: float | None, window: int, batch: int,
                  progress: bool, tally: FrameTally | None = None) -> Iterator[FrameResult]:
-        window = self._window(window, batch, rate)
         from tqdm import tqdm
 
         from avseg.progress import progress_bars_off
@@ -354,7 +354,8 @@ class Predictor:
         from avseg.inference.overlay import OverlayWriter
         from avseg.inference.outputs import prepare_output_dir
 
-        window = self._window(window, batch, None if every_frame else fps)  # before any file is written
+        rate = None if every_frame else fps
+        window = self._window(window, batch, rate)  # before any file is written
         info = probe_video(path)
         out = Path(out_dir) if out_dir is not None else None
         writer = None
@@ -369,8 +370,8 @@ class Predictor:
                                            palette=self.palette, with_audio=not silent,
                                            banner="RANDOM INIT: MEANINGLESS" if self.random_init else None)
             try:
-                for result in self._results(info, audio, rate=None if every_frame else fps, window=window,
-                                            batch=batch, progress=progress, tally=tally):
+                for result in self._results(info, audio, rate=rate, window=window, batch=batch, progress=progress,
+                                            tally=tally):
                     mask_path = None
                     if out is not None:
                         mask_path = f"masks/frame_{result.index:06d}.png"
@@ -392,7 +393,7 @@ class Predictor:
                 warnings.warn(f"video {info.path}: the audio track holds no samples: the model heard silence",
                               stacklevel=2)
                 silent = True
-        report = video_report(self, info, tally, silent, rate=None if every_frame else fps, window=window,
+        report = video_report(self, info, tally, silent, rate=rate, window=window,
                               overlay=writer is not None, frames=entries)
         if out is not None:
             (out / "predictions.json").write_text(json.dumps(report, indent=1) + "\n", encoding="utf-8")
