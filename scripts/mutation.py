@@ -34,7 +34,8 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
     # the QSD architecture itself: the decomposition, recombination, decoders and the paper's extras
     "qsd": (["src/avseg/models/qsd.py", "src/avseg/models/recombination.py", "src/avseg/models/semantic_decoder.py",
              "src/avseg/models/mask_decoder.py", "src/avseg/models/qsd_extras.py"],
-            ["tests/models/test_qsd_model.py", "tests/models/test_fast_paths.py",
+            ["tests/models/test_qsd_model.py", "tests/models/test_qsd_parts_values.py",
+             "tests/models/test_qsd_rows_values.py", "tests/models/test_fast_paths.py",
              "tests/models/test_build.py::test_each_ablation_row_changes_what_it_claims"]),
     "quantizer": (["src/avseg/models/quantizer.py"],
                   ["tests/models/test_quantizer.py", "tests/models/test_quantizer_lookup.py",

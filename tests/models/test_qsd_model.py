@@ -181,6 +181,9 @@ def test_gate_logits_multiplies_the_probabilities():
     gated = gate_logits(cls, tags)
     assert torch.allclose(gated.sigmoid(), cls.sigmoid() * tags.sigmoid()[:, None], atol=1e-6)
     assert torch.isfinite(gate_logits(torch.full((1, 1, 2), 40.0), torch.full((1, 2), 40.0))).all()
+    # float32's logsigmoid is exactly 0 here: the clamp keeps log(p / (1 - p)) finite
+    assert torch.isfinite(gate_logits(torch.full((1, 1, 2), 200.0), torch.full((1, 2), 200.0))).all()
+    assert gate_logits(cls.half(), tags.half()).dtype == torch.float16  # computed in float32, returned as given
 
 
 def test_tag_gating_silences_classes_the_audio_tags_rule_out():

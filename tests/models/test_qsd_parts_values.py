@@ -16,8 +16,9 @@ import torch.nn.functional as F
 
 from avseg.config import load_config
 from avseg.models.build import build_model
-from avseg.models.mask_decoder import FPN
+from avseg.models.mask_decoder import FPN, MLP
 from avseg.models.qsd_extras import TF_CELLS, TimeFrequencyMemory
+from avseg.models.recombination import SemanticRecombination
 from avseg.models.semantic_decoder import AudioSemanticDecoder, AudioVisualFusion
 
 SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
@@ -174,3 +175,29 @@ def test_a_loaded_warmup_counter_decides_when_quantizing_starts():
         warming.warmup_steps_left.fill_(0)
     fresh.load_state_dict(warming.state_dict())  # the warm-up is over in the checkpoint
     assert fresh.quantizing
+
+
+def test_mlp_puts_relu_between_its_layers_and_none_after_the_last():
+    torch.manual_seed(7)
+    mlp = MLP(4, 6, 3, num_layers=3)
+    x = torch.randn(10, 4)
+    first, second, last = mlp.layers
+    with torch.no_grad():
+        expected = last(F.relu(second(F.relu(first(x)))))
+        got = mlp(x)
+    assert torch.allclose(got, expected, atol=1e-6) and (got < 0).any()
+
+
+def test_recombination_repeats_each_clips_tokens_over_its_frames():
+    """Clip-level tokens `[B, K, C]` gate each of the clip's T frames; here T = K, so only the
+    frame count tells the two layouts apart."""
+    torch.manual_seed(8)
+    recombination = SemanticRecombination(d_model=8, num_tokens=4, num_levels=1).eval()
+    maps, tokens = [torch.randn(4, 8, 3, 3)], torch.randn(1, 4, 8)  # 1 clip of 4 frames, K = 4
+    with torch.no_grad():
+        clip_level = recombination(maps, tokens)[0]
+        frame_level = recombination(maps, tokens.expand(4, -1, -1))[0]
+    assert torch.allclose(clip_level, frame_level, atol=1e-6)
+    with pytest.raises(ValueError) as caught:
+        recombination([torch.randn(5, 8, 3, 3)], torch.randn(2, 4, 8))
+    assert str(caught.value) == "5 frames cannot be split over 2 clips"
