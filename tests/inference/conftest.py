@@ -16,10 +16,9 @@ from PIL import Image
 from avseg.data.synth import SynthConfig, build_class_bank, synthesize_clip
 from avseg.audio.io import mux_audio
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.inference.recording import ROOT, SMALL, TPAVI_CONFIG  # noqa: F401 (shared with the value tests)
+
 QSD_CONFIG = ROOT / "configs/cpu/qsd_r18_synth_avss.yaml"
-TPAVI_CONFIG = ROOT / "configs/cpu/tpavi_r18_synth_s4.yaml"
-SMALL = ["data.image_size=64"]
 VIDEO_CODEC = "libx264" if "libx264" in av.codecs_available else "mpeg4"
 
 
