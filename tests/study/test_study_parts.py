@@ -180,3 +180,42 @@ def test_the_cavp_and_codebook_specs_build_what_their_rows_say(tmp_path):
     assert codebook.overrides[:len(medium.overrides)] == medium.overrides
     shared = {row.name for row in codebook.rows} & {row.name for row in medium.rows}
     assert shared and all(codebook.row(name).overrides == medium.row(name).overrides for name in shared)
+
+
+def test_time_left_counts_only_runs_trained_from_their_start(tmp_path, monkeypatch):
+    """A resumed run (or one only measured) took a fraction of a run's time: estimating the study's
+    time left from it promised 14 min where 60 were left (2026-12-07)."""
+    import avseg.study.runner as runner
+    from avseg.study.parallel import TRAIN_DONE, _time_left, trains_from_start
+
+    clock = iter(range(0, 100_000, 60))  # every perf_counter() call is 60 s later
+    monkeypatch.setattr(runner.time, "perf_counter", lambda: float(next(clock)))
+    lines = []
+    progress = runner.Progress(total_runs=4, log=lines.append, every=10, jobs=1)
+    progress.begin(1, "resumed", steps=100)
+    for step in range(91, 101):  # resumed at step 90: 10 steps of 100
+        progress.on_step(step)
+    progress.finish(20.0)
+    progress.finish(5.0)  # measured only: nothing trained
+    assert progress.done_seconds == []
+    # the estimate comes from this run's own rate: 10 steps in 60 s -> 600 s a whole run, 3 runs to go
+    assert lines[-1] == "[study] run 1/4 resumed: step 100/100, 1.0 min in; about 30 min left for the study"
+    progress.begin(2, "whole", steps=100)
+    for step in range(1, 101):
+        progress.on_step(step)
+    progress.finish(700.0)
+    assert progress.done_seconds == [700.0]
+
+    run_dir = tmp_path / "run"
+    run_dir.mkdir()
+    assert trains_from_start(run_dir)
+    (run_dir / "last.pt").touch()
+    assert not trains_from_start(run_dir)
+    (run_dir / "last.pt").unlink()
+    (run_dir / TRAIN_DONE).touch()
+    assert not trains_from_start(run_dir)
+
+    monkeypatch.undo()  # the real clock again
+    assert _time_left(["a", "b"], {}, [], jobs=2) is None  # nothing trained whole yet
+    running = {0: (None, 3, "row", 0, runner.time.perf_counter() - 60.0, True)}  # 60 s into a 100 s run
+    assert _time_left(["a", "b"], running, [100.0, 100.0], jobs=2) == pytest.approx((2 * 100 + 40) / 2, abs=0.5)

@@ -84,9 +84,10 @@ def run_parallel(spec, out: Path, data_root: Path, audio, jobs: int, *, log=prin
                     spec, row, seed, out, data_root, audio, index, len(runs), threads, jobs, done_seconds))
                 process.start()
                 log(f"[study] run {index}/{len(runs)}: {row} seed {seed} started (pid {process.pid})")
-                running[process.sentinel] = (process, index, row, seed, time.perf_counter())
+                whole = trains_from_start(out / "runs" / row / f"seed{seed}")
+                running[process.sentinel] = (process, index, row, seed, time.perf_counter(), whole)
             for sentinel in wait(list(running)):
-                process, index, row, seed, start = running.pop(sentinel)
+                process, index, row, seed, start, whole = running.pop(sentinel)
                 process.join()
                 run_dir = out / "runs" / row / f"seed{seed}"
                 if process.exitcode != 0 or not (run_dir / MEASURE).is_file():
@@ -95,13 +96,16 @@ def run_parallel(spec, out: Path, data_root: Path, audio, jobs: int, *, log=prin
                     log(f"[study] run {index}/{len(runs)}: {row} seed {seed} FAILED; see {where}")
                     continue
                 seconds = time.perf_counter() - start
-                done_seconds.append(seconds)
+                if whole:  # a resumed or measured-only run says little about a run's time
+                    done_seconds.append(seconds)
                 finished = len(runs) - len(todo) - len(running) - len(failed)
                 left = _time_left(todo, running, done_seconds, jobs)
                 train = json.loads((run_dir / TRAIN_DONE).read_text(encoding="utf-8")).get("seconds")
                 log(f"[study] run {index}/{len(runs)}: {row} seed {seed} finished in {seconds / 60:.1f} min "
                     f"(training {train / 60 if train else 0:.1f} min); {finished}/{len(runs)} runs done, "
-                    f"{(time.perf_counter() - started) / 60:.1f} min in; about {left / 60:.0f} min left")
+                    f"{(time.perf_counter() - started) / 60:.1f} min in; "
+                    + (f"about {left / 60:.0f} min left" if left is not None else
+                       "time left known once a run has trained from its start"))
     finally:
         for process, *_ in running.values():  # interrupted: stop the runs; each resumes from its last.pt
             process.terminate()
@@ -111,11 +115,19 @@ def run_parallel(spec, out: Path, data_root: Path, audio, jobs: int, *, log=prin
         raise UserError(f"{len(failed)} run(s) failed, the others are kept: " + "; ".join(failed))
 
 
-def _time_left(todo: list, running: dict, done_seconds: list[float], jobs: int) -> float:
-    """Runs still to start plus what is left of the running ones, at the mean run time so far."""
+def trains_from_start(run_dir: Path) -> bool:
+    """Whether a run about to start trains all its steps (no checkpoint to resume, not trained yet)."""
+    return not (run_dir / "last.pt").is_file() and not (run_dir / TRAIN_DONE).is_file()
+
+
+def _time_left(todo: list, running: dict, done_seconds: list[float], jobs: int) -> float | None:
+    """Runs still to start plus what is left of the running ones, at the mean time of the runs
+    trained whole so far (None before the first)."""
+    if not done_seconds:
+        return None
     typical = sum(done_seconds) / len(done_seconds)
     now = time.perf_counter()
-    in_flight = sum(max(typical - (now - start), 0.0) for *_, start in running.values())
+    in_flight = sum(max(typical - (now - start), 0.0) for *_, start, _whole in running.values())
     return (len(todo) * typical + in_flight) / jobs
 
 

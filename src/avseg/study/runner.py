@@ -107,15 +107,20 @@ class Progress:
         if step % self.every:
             return
         elapsed = time.perf_counter() - self.start
-        per_run = elapsed / max(step - self.first_step, 1) * (self.steps - self.first_step)
+        per_step = elapsed / max(step - self.first_step, 1)
         left_runs = self.total_runs - self.run_index
-        typical = np.mean(self.done_seconds) if self.done_seconds else per_run
-        left = max(per_run - elapsed, 0) + left_runs * typical / self.jobs
+        # a whole run takes all its steps, even when this one resumed past its start
+        typical = np.mean(self.done_seconds) if self.done_seconds else per_step * self.steps
+        left = per_step * (self.steps - step) + left_runs * typical / self.jobs
         self.log(f"[study] run {self.run_index}/{self.total_runs} {self.label}: step {step}/{self.steps}, "
                  f"{elapsed / 60:.1f} min in; about {left / 60:.0f} min left for the study")
 
     def finish(self, seconds: float) -> None:
-        self.done_seconds.append(seconds)
+        """A run is over; its time estimates the others' only when it trained from step 0 here (a
+        resumed or measured-only run took a fraction of a run's time)."""
+        if self.first_step == 0:
+            self.done_seconds.append(seconds)
+        self.first_step = None
 
 
 def _steps(config) -> int:
@@ -153,8 +158,10 @@ def _train_and_measure(spec, row, seed, out, data_root, audio, progress, run_dir
         summary = train(config, resume="auto", on_step=progress.on_step)
         # the thread count changes the floating-point summation order, so a rerun with other threads
         # drifts from step 1 (docs/study.md, "Reproducibility"): kept beside the time
+        # a resumed run's seconds cover the steps after `resumed_from_step` only (None: no step trained here)
         (run_dir / TRAIN_DONE).write_text(json.dumps({**summary, "seconds": round(time.perf_counter() - started, 1),
-                                                      "threads": torch.get_num_threads()},
+                                                      "threads": torch.get_num_threads(),
+                                                      "resumed_from_step": progress.first_step},
                                                      default=str) + "\n", encoding="utf-8")
     else:
         progress.run_index += 1
@@ -174,6 +181,7 @@ def _train_and_measure(spec, row, seed, out, data_root, audio, progress, run_dir
             snr = measure_model(model, stored, snr_root, shuffled=False, objects=False)
             result["snr"][f"{value:g}"] = {"miou": snr["miou"], "f": snr["f"]}
     result.update(row=row, seed=seed, train_seconds=trained.get("seconds"), train_threads=trained.get("threads"),
+                  train_resumed_from_step=trained.get("resumed_from_step"),
                   measure_seconds=round(time.perf_counter() - measure_start, 1))
     (run_dir / MEASURE).write_text(json.dumps(result, indent=1) + "\n", encoding="utf-8")
     progress.finish(time.perf_counter() - started)
