@@ -8,8 +8,6 @@ The whole model quantizes its tokens, so a small change upstream can leave its o
 (the codewords stay the same): these tests look at each part's own output instead.
 """
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
@@ -20,6 +18,9 @@ from avseg.models.mask_decoder import FPN, MLP
 from avseg.models.qsd_extras import TF_CELLS, TimeFrequencyMemory
 from avseg.models.recombination import SemanticRecombination
 from avseg.models.semantic_decoder import AudioSemanticDecoder, AudioVisualFusion
+from by_hand import attention as _attention
+from by_hand import feed_forward as _ffn
+from by_hand import layer_norm as _norm
 
 SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
          "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16"]
@@ -28,29 +29,6 @@ SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn
 def _model(*overrides):
     torch.manual_seed(0)
     return build_model(load_config("configs/cpu/qsd_r18_synth_avss.yaml", SMALL + list(overrides)))
-
-
-def _heads(x, heads: int, dim: int):
-    """`[N, L, heads * dim]` -> `[N, heads, L, dim]`."""
-    return x.view(x.shape[0], x.shape[1], heads, dim).transpose(1, 2)
-
-
-def _attention(mha: torch.nn.MultiheadAttention, q, k, v, padding=None):
-    """nn.MultiheadAttention written out: projections, per-head softmax(QK^T / sqrt(d)), output."""
-    wq, wk, wv = mha.in_proj_weight.chunk(3)
-    bq, bk, bv = mha.in_proj_bias.chunk(3)
-    heads, dim = mha.num_heads, mha.embed_dim // mha.num_heads
-    qh, kh, vh = (_heads(x, heads, dim) for x in (q @ wq.T + bq, k @ wk.T + bk, v @ wv.T + bv))
-    scores = qh @ kh.transpose(-1, -2) / math.sqrt(dim)
-    if padding is not None:
-        scores = scores.masked_fill(padding[:, None, None, :], float("-inf"))
-    out = (scores.softmax(-1) @ vh).transpose(1, 2).reshape(q.shape[0], q.shape[1], -1)
-    return out @ mha.out_proj.weight.T + mha.out_proj.bias
-
-
-def _norm(layer: torch.nn.LayerNorm, x):
-    mean, var = x.mean(-1, keepdim=True), x.var(-1, unbiased=False, keepdim=True)
-    return (x - mean) / torch.sqrt(var + layer.eps) * layer.weight + layer.bias
 
 
 def test_fusion_is_eq3_with_positions_on_the_keys_and_padding_ignored():
@@ -62,7 +40,7 @@ def test_fusion_is_eq3_with_positions_on_the_keys_and_padding_ignored():
         got = fusion(audio, visual, pos, visual_padding=padding)
         attended = _attention(fusion.cross_attn, audio, visual + pos, visual, padding)  # k = F_v + pos, v = F_v
         mid = _norm(fusion.norm1, audio + attended)
-        expected = _norm(fusion.norm2, mid + fusion.ffn(mid))
+        expected = _norm(fusion.norm2, mid + _ffn(fusion.ffn, mid))
     assert torch.allclose(got, expected, atol=1e-5)
 
 
