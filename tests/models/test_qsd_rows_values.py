@@ -147,3 +147,29 @@ def test_local_tokens_are_counted_in_the_local_histogram_and_reported_as_local_i
     # 5 real frames x K local tokens, 2 clips x K global tokens, each in its own histogram
     assert torch.equal(model.quantizer.usage_histogram(local=True), torch.bincount(local_indices, minlength=16).float())
     assert torch.equal(model.quantizer.usage_histogram(), torch.bincount(global_indices, minlength=16).float())
+
+
+def test_forward_hands_the_decoder_the_slot_embeddings_and_the_fpns_features():
+    """Every frame's K queries carry the learned slot embeddings as their positions (identical
+    codewords would otherwise give identical predictions), and the masks are drawn on the FPN's
+    stride-4 features of the same frames."""
+    model = _model(6).eval()
+    seen = {}
+    model.fpn.register_forward_hook(lambda m, a, out: seen.__setitem__("fpn", out))
+    model.mask_decoder.register_forward_pre_hook(lambda m, args, kwargs: seen.update(args=args, kwargs=kwargs),
+                                                 with_kwargs=True)
+    with torch.no_grad():
+        model(*_inputs())
+    query_pos = seen["kwargs"]["query_pos"]
+    assert query_pos.shape == (CLIPS * FRAMES, K, 32)
+    assert all(torch.equal(query_pos[n], model.query_pos.weight) for n in range(CLIPS * FRAMES))
+    assert seen["args"][3] is seen["fpn"] and seen["fpn"].shape[0] == CLIPS * FRAMES
+
+
+def test_a_frozen_audio_encoder_stays_in_eval_mode_while_the_rest_trains():
+    frozen = _model(6, "audio.freeze=true").train()
+    assert not frozen.audio_encoder.training and frozen.fusion.training
+    assert not any(p.requires_grad for p in frozen.audio_encoder.parameters())
+    trained = _model(6, "audio.freeze=false").train()
+    assert trained.audio_encoder.training and all(p.requires_grad for p in trained.audio_encoder.parameters())
+    assert not frozen.eval().fusion.training
