@@ -173,3 +173,20 @@ def test_a_frozen_audio_encoder_stays_in_eval_mode_while_the_rest_trains():
     trained = _model(6, "audio.freeze=false").train()
     assert trained.audio_encoder.training and all(p.requires_grad for p in trained.audio_encoder.parameters())
     assert not frozen.eval().fusion.training
+
+
+def test_the_clips_tokens_ignore_its_padded_frames():
+    """Row 3 (continuous tokens, so no codeword can hide a change): whatever a padded frame slot
+    holds, its clip's global tokens stay the same; a real frame's content changes them."""
+    model = _model(3).eval()
+    frames, log_mel, present = _inputs()
+    tokens = []
+    model.global_asd.register_forward_hook(lambda m, a, out: tokens.append(out))
+    with torch.no_grad():
+        model(frames, log_mel, present)
+        frames[1, 2], log_mel[1, 2] = torch.randn(3, 64, 64) * 5, torch.randn(96, 64) * 5  # the padded slot
+        model(frames, log_mel, present)
+        log_mel[1, 1] = torch.randn(96, 64) * 5  # a real frame of the same clip
+        model(frames, log_mel, present)
+    assert torch.allclose(tokens[1], tokens[0], atol=1e-6)
+    assert not torch.allclose(tokens[2][1], tokens[0][1], atol=1e-3)
