@@ -41,7 +41,11 @@ def test_fusion_is_eq3_with_positions_on_the_keys_and_padding_ignored():
         attended = _attention(fusion.cross_attn, audio, visual + pos, visual, padding)  # k = F_v + pos, v = F_v
         mid = _norm(fusion.norm1, audio + attended)
         expected = _norm(fusion.norm2, mid + _ffn(fusion.ffn, mid))
+        unplaced = fusion(audio, visual)  # no positions, no padding: keys = values = F_v
+        mid = _norm(fusion.norm1, audio + _attention(fusion.cross_attn, audio, visual, visual))
+        expected_unplaced = _norm(fusion.norm2, mid + _ffn(fusion.ffn, mid))
     assert torch.allclose(got, expected, atol=1e-5)
+    assert torch.allclose(unplaced, expected_unplaced, atol=1e-5)
 
 
 def test_fuse_lays_out_the_clips_tokens_frame_by_frame():
