@@ -36,7 +36,7 @@ PACKAGES: dict[str, tuple[list[str], list[str]]] = {
              "src/avseg/models/mask_decoder.py", "src/avseg/models/qsd_extras.py"],
             ["tests/models/test_qsd_model.py", "tests/models/test_qsd_parts_values.py",
              "tests/models/test_qsd_rows_values.py", "tests/models/test_mask_decoder_values.py",
-             "tests/models/test_qsd_checks.py",
+             "tests/models/test_qsd_checks.py", "tests/models/test_qsd_structure.py",
              "tests/models/test_fast_paths.py",
              "tests/models/test_build.py::test_each_ablation_row_changes_what_it_claims"]),
     "quantizer": (["src/avseg/models/quantizer.py"],
