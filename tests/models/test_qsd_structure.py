@@ -86,6 +86,9 @@ def test_the_audio_tagging_head_exists_only_with_tag_classes():
     tagged = _model("loss.audio_tagging=1.0")  # the CPU config's setting
     assert tagged.audio_tag_head is not None and tagged.audio_tag_head.out_features == tagged.mask_decoder.class_head.out_features
     QSDExtras(tag_gating=True, audio_tagging_classes=1).check(local_calibration=False)  # one class is enough
+    torch.manual_seed(0)
+    binary = build_model(load_config("configs/cpu/qsd_r18_synth_s4.yaml", SMALL + ["loss.audio_tagging=1.0"]))
+    assert binary.audio_tag_head.out_features == 1  # S4 / MS3: one "sounding" tag
 
 
 def test_a_one_step_warmup_runs_one_continuous_step():
