@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from avseg.study.spec import StudySpec, run_config, spec_to_dict
+from avseg.study.spec import StudySpec, run_config, run_folder, spec_to_dict
 
 COLUMNS = (  # key in measure.json, header in results.md
     ("miou", "mIoU"), ("f", "F"), ("binary_j", "J (bin)"), ("binary_f", "F (bin)"),
@@ -44,7 +44,7 @@ def load_runs(out: Path, spec: StudySpec) -> dict[str, list[dict]]:
     runs: dict[str, list[dict]] = {}
     for row in spec.rows:
         for seed in spec.seeds:
-            path = out / "runs" / row.name / f"seed{seed}" / "measure.json"
+            path = run_folder(out, row.name, seed) / "measure.json"
             if path.is_file():
                 runs.setdefault(row.name, []).append(json.loads(path.read_text(encoding="utf-8")))
     return runs
@@ -101,7 +101,7 @@ def tsne_results(out: Path, spec: StudySpec) -> dict[str, dict]:
 
     results = {}
     for row in spec.tsne.rows:
-        path = out / "runs" / row / f"seed{spec.tsne.seed}" / "tokens.npz"
+        path = run_folder(out, row, spec.tsne.seed) / "tokens.npz"
         if path.is_file():
             with np.load(path) as data:
                 tokens, meta = data["tokens"], json.loads(str(data["meta"]))

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from avseg.errors import UserError
 from avseg.study.runner import MEASURE, TRAIN_DONE, Progress, run_finished, run_study, train_and_measure
+from avseg.study.spec import run_folder
 
 ERROR = "study_error.txt"
 
@@ -47,7 +48,7 @@ def _child(spec, row: str, seed: int, out: Path, data_root: Path, audio, index: 
     progress = Progress(total, log=lambda message: print(message, flush=True), jobs=jobs)
     progress.done_seconds = list(done_seconds)
     progress.run_index = index - 1
-    run_dir = out / "runs" / row / f"seed{seed}"
+    run_dir = run_folder(out, row, seed)
     try:
         train_and_measure(spec, row, seed, out, data_root, audio, progress)
     except BaseException as error:  # the parent names the run and this file
@@ -84,12 +85,12 @@ def run_parallel(spec, out: Path, data_root: Path, audio, jobs: int, *, log=prin
                     spec, row, seed, out, data_root, audio, index, len(runs), threads, jobs, done_seconds))
                 process.start()
                 log(f"[study] run {index}/{len(runs)}: {row} seed {seed} started (pid {process.pid})")
-                whole = trains_from_start(out / "runs" / row / f"seed{seed}")
+                whole = trains_from_start(run_folder(out, row, seed))
                 running[process.sentinel] = (process, index, row, seed, time.perf_counter(), whole)
             for sentinel in wait(list(running)):
                 process, index, row, seed, start, whole = running.pop(sentinel)
                 process.join()
-                run_dir = out / "runs" / row / f"seed{seed}"
+                run_dir = run_folder(out, row, seed)
                 if process.exitcode != 0 or not (run_dir / MEASURE).is_file():
                     where = run_dir / ERROR if (run_dir / ERROR).is_file() else "the output above"
                     failed.append(f"{row} seed {seed} (exit code {process.exitcode}; see {where})")
@@ -116,8 +117,10 @@ def run_parallel(spec, out: Path, data_root: Path, audio, jobs: int, *, log=prin
 
 
 def trains_from_start(run_dir: Path) -> bool:
-    """Whether a run about to start trains all its steps (no checkpoint to resume, not trained yet)."""
-    return not (run_dir / "last.pt").is_file() and not (run_dir / TRAIN_DONE).is_file()
+    """Whether a run about to start trains all its steps (nothing `avseg train` would resume, not trained yet)."""
+    from avseg.engine.run_dir import resolve_resume
+
+    return resolve_resume("auto", run_dir) is None and not (run_dir / TRAIN_DONE).is_file()
 
 
 def _time_left(todo: list, running: dict, done_seconds: list[float], jobs: int) -> float | None:

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from avseg.report.figures import png_bytes
-from avseg.study.spec import StudySpec
+from avseg.study.spec import StudySpec, run_folder
 
 
 def _plt():
@@ -71,7 +71,7 @@ def curves(out: Path, spec: StudySpec) -> bytes | None:
     drawn = False
     for index, row in enumerate(spec.rows):
         for seed in spec.seeds:
-            records = read_log(out / "runs" / row.name / f"seed{seed}" / "log.jsonl")
+            records = read_log(run_folder(out, row.name, seed) / "log.jsonl")
             train = [r for r in records if r.get("event") == "train" and isinstance(r.get("loss_total"), (int, float))]
             evals = [r for r in records if r.get("event") == "eval" and isinstance(r.get("miou"), (int, float))]
             label = row.label if seed == spec.seeds[0] else None
@@ -98,7 +98,7 @@ def tsne_images(out: Path, spec: StudySpec) -> list[tuple[str, bytes]]:
 
     images = []
     for row in spec.tsne.rows:
-        path = out / "runs" / row / f"seed{spec.tsne.seed}" / "tokens.npz"
+        path = run_folder(out, row, spec.tsne.seed) / "tokens.npz"
         if path.is_file():
             with np.load(path) as data:
                 tokens, meta = data["tokens"], json.loads(str(data["meta"]))

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 
 from avseg.errors import UserError
-from avseg.study.spec import StudySpec, run_config, spec_to_dict
+from avseg.study.spec import StudySpec, run_config, run_folder, spec_to_dict
 
 TRAIN_DONE = "train_done.json"
 MEASURE = "measure.json"
@@ -139,7 +139,7 @@ def train_and_measure(spec: StudySpec, row: str, seed: int, out: Path, data_root
     killed one) is refused with one line instead of writing the same files."""
     from avseg.study.lock import run_lock
 
-    run_dir = out / "runs" / row / f"seed{seed}"
+    run_dir = run_folder(out, row, seed)
     config = run_config(spec, row, seed, data_root, run_dir, audio)
     with run_lock(run_dir):
         return _train_and_measure(spec, row, seed, out, data_root, audio, progress, run_dir, config)
@@ -277,7 +277,7 @@ def run_study(spec: StudySpec, out: str | Path, *, log=print, jobs: int = 1, run
 
 def run_finished(out: Path, row: str, seed: int) -> bool:
     """A run is finished when its measure.json exists (the mark resume goes by)."""
-    return (out / "runs" / row / f"seed{seed}" / MEASURE).is_file()
+    return (run_folder(out, row, seed) / MEASURE).is_file()
 
 
 def _finished(spec: StudySpec, out: Path) -> int:

@@ -155,6 +155,11 @@ def spec_to_dict(spec: StudySpec) -> dict:
     return OmegaConf.to_container(OmegaConf.structured(spec), resolve=True)
 
 
+def run_folder(out: Path, row: str, seed: int) -> Path:
+    """A study run's folder: `OUT/runs/{row}/seed{seed}` (an ordinary `avseg train` output_dir)."""
+    return out / "runs" / row / f"seed{seed}"
+
+
 def run_config(spec: StudySpec, row_name: str, seed: int, data_root: Path, run_dir: Path,
                audio_weights: Path | None):
     """The training config of one row and seed: base config, study settings, spec and row overrides."""
