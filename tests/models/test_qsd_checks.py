@@ -5,10 +5,9 @@ gate applied to every decoder layer's output (from the qsd package's mutation su
 import pytest
 import torch
 
-from avseg.config import load_config
-from avseg.models.build import build_model
 from avseg.models.qsd import QSDSwitches
 from avseg.models.qsd_extras import QSDExtras, gate_logits, gate_outputs
+from small_qsd import small_qsd
 
 LOCAL = "set model.qsd.local_calibration=true (with model.qsd.decomposition=quantized)"
 
@@ -60,16 +59,14 @@ def test_extras_that_can_work_pass():
 
 
 def test_a_row_missing_a_part_or_holding_an_extra_one_is_named():
-    small = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-             "model.qsd.asd_layers=1", "model.decoder_layers=1", "model.quantizer.codebook_size=16"]
-    model = build_model(load_config("configs/cpu/qsd_r18_synth_avss.yaml", small))
+    model = small_qsd("model.decoder_layers=1")
     model._check_parts()  # the full model has all four
     local_asd = model.local_asd
     model.quantizer = None
     with pytest.raises(ValueError) as caught:
         model._check_parts()
     assert str(caught.value) == f"QSD part 'quantizer' must be given for {model.switches}"
-    row5 = build_model(load_config("configs/cpu/qsd_r18_synth_avss.yaml", [*small, "model.qsd.local_calibration=false"]))
+    row5 = small_qsd("model.decoder_layers=1", "model.qsd.local_calibration=false")
     row5.local_asd = local_asd
     with pytest.raises(ValueError) as caught:
         row5._check_parts()

@@ -3,18 +3,11 @@
 import pytest
 import torch
 
-from avseg.config import load_config
-from avseg.models.build import build_model
-
-SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16",
-         # the paper's gradient-updated codebook (the demo config turns on EMA upkeep)
-         "model.quantizer.codebook_ema=false", "model.quantizer.kmeans_init=false", "model.quantizer.dead_code_threshold=0"]
+from small_qsd import GRADIENT_CODEBOOK, small_qsd
 
 
 def build(*overrides):
-    torch.manual_seed(0)
-    return build_model(load_config("configs/cpu/qsd_r18_synth_avss.yaml", SMALL + list(overrides)))
+    return small_qsd(*GRADIENT_CODEBOOK, *overrides)
 
 
 def inputs():

@@ -12,8 +12,6 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avseg.config import load_config
-from avseg.models.build import build_model
 from avseg.models.mask_decoder import FPN, MLP
 from avseg.models.qsd_extras import TF_CELLS, TimeFrequencyMemory
 from avseg.models.recombination import SemanticRecombination
@@ -21,14 +19,9 @@ from avseg.models.semantic_decoder import AudioSemanticDecoder, AudioVisualFusio
 from by_hand import attention as _attention
 from by_hand import feed_forward as _ffn
 from by_hand import layer_norm as _norm
+from small_qsd import small_qsd
 
-SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16"]
-
-
-def _model(*overrides):
-    torch.manual_seed(0)
-    return build_model(load_config("configs/cpu/qsd_r18_synth_avss.yaml", SMALL + list(overrides)))
+_model = small_qsd
 
 
 def test_fusion_is_eq3_with_positions_on_the_keys_and_padding_ignored():

@@ -10,12 +10,9 @@ formula, frame by frame, never by calling the code under test a second time.
 import pytest
 import torch
 
-from avseg.config import load_config
-from avseg.models.build import build_model
+from small_qsd import GRADIENT_CODEBOOK, small_qsd
 
-SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16",
-         "model.quantizer.codebook_ema=false", "model.quantizer.kmeans_init=false", "model.quantizer.dead_code_threshold=0"]
+
 ROWS = {  # Table 2: decomposition, recombination, local calibration
     1: ("none", "false", "false"), 3: ("continuous", "false", "false"),
     4: ("quantized", "false", "false"), 5: ("quantized", "true", "false"), 6: ("quantized", "true", "true"),
@@ -25,10 +22,8 @@ CLIPS, FRAMES, K = 2, 3, 5
 
 def _model(row: int, *overrides):
     decomposition, recombination, local = ROWS[row]
-    torch.manual_seed(0)
-    return build_model(load_config("configs/cpu/qsd_r18_synth_avss.yaml", SMALL + [
-        f"model.qsd.decomposition={decomposition}", f"model.qsd.recombination={recombination}",
-        f"model.qsd.local_calibration={local}", *overrides]))
+    return small_qsd(*GRADIENT_CODEBOOK, f"model.qsd.decomposition={decomposition}",
+                     f"model.qsd.recombination={recombination}", f"model.qsd.local_calibration={local}", *overrides)
 
 
 def _inputs():

@@ -8,20 +8,13 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from avseg.config import load_config
-from avseg.models.build import build_model
 from avseg.models.mask_decoder import FPN, DynamicMaskHead, MaskDecoder
 from avseg.models.qsd_extras import QSDExtras
 from avseg.models.recombination import SemanticRecombination
 from avseg.models.semantic_decoder import AudioSemanticDecoder, AudioVisualFusion, DecoderLayer
+from small_qsd import small_qsd
 
-SMALL = ["data.image_size=64", "model.d_model=32", "model.n_heads=4", "model.ffn_dim=64", "model.encoder_layers=1",
-         "model.qsd.asd_layers=1", "model.decoder_layers=2", "model.quantizer.codebook_size=16"]
-
-
-def _model(*overrides):
-    torch.manual_seed(0)
-    return build_model(load_config("configs/cpu/qsd_r18_synth_avss.yaml", SMALL + list(overrides)))
+_model = small_qsd
 
 
 def _dropouts(module):
@@ -86,8 +79,7 @@ def test_the_audio_tagging_head_exists_only_with_tag_classes():
     tagged = _model("loss.audio_tagging=1.0")  # the CPU config's setting
     assert tagged.audio_tag_head is not None and tagged.audio_tag_head.out_features == tagged.mask_decoder.class_head.out_features
     QSDExtras(tag_gating=True, audio_tagging_classes=1).check(local_calibration=False)  # one class is enough
-    torch.manual_seed(0)
-    binary = build_model(load_config("configs/cpu/qsd_r18_synth_s4.yaml", SMALL + ["loss.audio_tagging=1.0"]))
+    binary = small_qsd("loss.audio_tagging=1.0", config="configs/cpu/qsd_r18_synth_s4.yaml")
     assert binary.audio_tag_head.out_features == 1  # S4 / MS3: one "sounding" tag
 
 
